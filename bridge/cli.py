@@ -1,0 +1,77 @@
+"""The `station-bridge` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+
+def _mes_sim(args: argparse.Namespace) -> int:
+    from mes_sim import serve
+
+    serve(
+        host=args.host,
+        port=args.port,
+        wips=args.wips,
+        lot=args.lot,
+        semantics=args.semantics,
+        process_id_offset=args.process_id_offset,
+        out=sys.stdout,
+    )
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return asyncio.run(run_demo(wips=args.wips, out=sys.stdout))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="station-bridge",
+        description="MQTT edge bridge between factory test stations and the F2X NeuroHub MES.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sim = commands.add_parser(
+        "mes-sim",
+        help="run an MES simulator that behaves like the deployed F2X NeuroHub",
+        description="Serve the MES's API as deployed (quirks included) or as the integration "
+        "spec describes it, with /sim/ledger, /sim/faults and /sim/reset for tests.",
+    )
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8080)
+    sim.add_argument("--wips", type=int, default=20, help="how many WIPs to seed (1..999)")
+    sim.add_argument("--lot", default="KR01PSA261102", help="13-character lot number")
+    sim.add_argument("--semantics", choices=("deployed", "spec"), default="deployed")
+    sim.add_argument(
+        "--process-id-offset",
+        type=int,
+        default=0,
+        help="MES process id = process number + offset (to exercise the number->id mapping)",
+    )
+    sim.set_defaults(run=_mes_sim)
+
+    demo = commands.add_parser(
+        "demo",
+        help="take WIPs through processes 1-6 and conversion against a simulated MES",
+    )
+    demo.add_argument("--wips", type=int, default=3)
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        result: int = args.run(args)
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""The MES layer: one client for the deployed F2X NeuroHub, and its error taxonomy."""
+
+from .client import MesClient
+from .errors import MesError, MesErrorCode
+from .models import (
+    CompleteProcess,
+    Completion,
+    ConvertToSerial,
+    MesRequest,
+    Result,
+    Serial,
+    StartProcess,
+    WipItem,
+    WipStatus,
+    WipTrace,
+)
+
+__all__ = [
+    "CompleteProcess",
+    "Completion",
+    "ConvertToSerial",
+    "MesClient",
+    "MesError",
+    "MesErrorCode",
+    "MesRequest",
+    "Result",
+    "Serial",
+    "StartProcess",
+    "WipItem",
+    "WipStatus",
+    "WipTrace",
+]

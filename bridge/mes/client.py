@@ -1,0 +1,373 @@
+"""The one MES client: live calls and outbox replay both go through `MesClient`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from ..config import MesConfig
+from .auth import TokenSource
+from .errors import MesError, MesErrorCode, classify_response, classify_transport
+from .models import (
+    CompleteProcess,
+    Completion,
+    ConvertToSerial,
+    MesRequest,
+    Process,
+    Result,
+    Serial,
+    StartProcess,
+    WipItem,
+    WipStatus,
+    WipTrace,
+    format_utc,
+)
+from .pacing import Pacer
+
+_Model = TypeVar("_Model", bound=BaseModel)
+_Auth = Literal["user", "scan", "none"]
+
+# A 429 is waited out once when the MES asks for at most this long; a longer wait is left to
+# the caller (the outbox schedules it) rather than holding a request open for minutes.
+_MAX_RATE_WAIT_S = 60.0
+_DEFAULT_RATE_WAIT_S = 5.0
+
+
+def _segment(wip_id: str) -> str:
+    """One path segment, whatever the barcode holds: `../auth/me#` must stay a WIP id."""
+    return quote(wip_id, safe="").replace(".", "%2E")
+
+
+class MesClient:
+    """An async client for the deployed F2X NeuroHub MES.
+
+    Methods take the WIP string the station scanned and the process number 1..6; the MES's
+    integer ids for both are looked up (and cached) here. Every failure is a `MesError`.
+    """
+
+    def __init__(
+        self,
+        config: MesConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._config = config
+        self._http = httpx.AsyncClient(
+            base_url=str(config.url).rstrip("/"),
+            timeout=httpx.Timeout(config.timeout_s),
+            transport=transport,
+            headers={"Accept": "application/json"},
+        )
+        self._pacer = Pacer(limit=config.rate_limit, window_s=config.rate_window_s, clock=clock)
+        self._tokens = TokenSource(
+            self._post_json,
+            username=config.username,
+            password=config.password.get_secret_value() if config.password else None,
+            static_token=config.token.get_secret_value() if config.token else None,
+            refresh_margin_s=config.refresh_margin_s,
+            clock=clock,
+        )
+        self._api_key = config.api_key.get_secret_value() if config.api_key else None
+        self._wip_pks: dict[str, int] = {}
+        self._process_pks: dict[int, int] | None = None
+
+    async def __aenter__(self) -> MesClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- the MES's operations ------------------------------------------------------------------
+
+    async def health(self) -> str:
+        """The MES's own health word ("healthy" or "degraded"); raises when it cannot answer."""
+        body = await self._call("GET", "/health", auth="none", paced=False)
+        return str(body.get("status", "unknown")) if isinstance(body, dict) else "unknown"
+
+    async def process_ids(self) -> dict[int, int]:
+        """Process number -> the MES's process id, from the active process list (cached)."""
+        if self._process_pks is None:
+            body = await self._call("GET", "/api/v1/processes/active", auth="none")
+            processes = self._parse_list(Process, body)
+            self._process_pks = {p.process_number: p.id for p in processes if p.is_active}
+        return dict(self._process_pks)
+
+    async def scan(self, wip_id: str, *, process: int | None = None) -> WipItem:
+        """Look a scanned WIP up (and, with `process`, pre-check that it may start)."""
+        params = {"process_id": await self._process_pk(process)} if process else None
+        body = await self._call(
+            "POST", f"/api/v1/wip-items/{_segment(wip_id)}/scan", auth="scan", params=params
+        )
+        wip = self._parse(WipItem, body)
+        self._wip_pks[wip_id] = wip.id
+        return wip
+
+    async def start_process(self, request: StartProcess) -> WipItem:
+        """착공. Repeating a start is harmless on the MES: it overwrites the open start."""
+        body: dict[str, Any] = {
+            "process_id": await self._process_pk(request.process),
+            "operator_id": request.operator_id,
+            "started_at": format_utc(request.started_at),
+        }
+        if request.equipment_id is not None:
+            body["equipment_id"] = request.equipment_id
+        pk = await self._wip_pk(request.wip_id)
+        answer = await self._call(
+            "POST", f"/api/v1/wip-items/{pk}/start-process", json=body, wip_id=request.wip_id
+        )
+        # The deployed MES answers the bare WIP; the integration spec wraps it in "wip_item".
+        if isinstance(answer, dict) and isinstance(answer.get("wip_item"), dict):
+            answer = answer["wip_item"]
+        return self._parse(WipItem, answer)
+
+    async def complete_process(self, request: CompleteProcess) -> Completion:
+        """완공. A REWORK goes out as FAIL unless `rework_as` is REWORK (the deployed MES
+        rejects REWORK, and lets a FAILED WIP restart the same process)."""
+        result, notes = self._as_sent(request)
+        process_pk = await self._process_pk(request.process)
+        # Query parameters are what the deployed MES reads; the body copy is the spec's shape.
+        params = {"process_id": process_pk, "operator_id": request.operator_id}
+        body = {
+            **params,
+            "result": result.value,
+            "measurements": request.measurements,
+            "defects": request.defects,
+            "notes": notes,
+            "started_at": format_utc(request.started_at),
+            "completed_at": format_utc(request.completed_at),
+        }
+        pk = await self._wip_pk(request.wip_id)
+        answer = await self._call(
+            "POST",
+            f"/api/v1/wip-items/{pk}/complete-process",
+            params=params,
+            json=body,
+            wip_id=request.wip_id,
+        )
+        if isinstance(answer, dict):
+            answer = {**answer, "sent_result": result.value}
+        return self._parse(Completion, answer)
+
+    async def convert_to_serial(self, request: ConvertToSerial) -> Serial:
+        if self._config.convert_via == "generate-from-wip":
+            return await self._generate_from_wip(request.wip_id)
+        pk = await self._wip_pk(request.wip_id)
+        answer = await self._call(
+            "POST",
+            f"/api/v1/wip-items/{pk}/convert-to-serial",
+            json={"operator_id": request.operator_id, "notes": request.notes},
+            wip_id=request.wip_id,
+        )
+        serial = answer.get("serial") if isinstance(answer, dict) else None
+        number = serial.get("serial_number") if isinstance(serial, dict) else None
+        return self._parse(Serial, {"wip_id": request.wip_id, "serial_number": number})
+
+    async def trace(self, wip_id: str) -> WipTrace:
+        """Everything the MES recorded for one WIP: how a lost answer is checked."""
+        body = await self._call("GET", f"/api/v1/wip-items/{_segment(wip_id)}/trace")
+        return self._parse(WipTrace, body)
+
+    async def recorded(self, request: MesRequest) -> bool:
+        """Whether the MES already holds this request, after an attempt whose answer was lost.
+
+        A completion is recognised by its own `completed_at`, which the MES stores as sent: a
+        lost PASS and a lost FAIL are both found, and an older FAIL of the same process is not
+        mistaken for it. A start is never reported as recorded because repeating one is
+        harmless (the MES overwrites the open start with the same values).
+        """
+        if isinstance(request, StartProcess):
+            return False
+        if isinstance(request, ConvertToSerial):
+            wip = await self.scan(request.wip_id)
+            return wip.status is WipStatus.CONVERTED or wip.serial_id is not None
+        result, _ = self._as_sent(request)
+        trace = await self.trace(request.wip_id)
+        return any(
+            entry.process_number == request.process
+            and (entry.result or "").upper() == result.value
+            and entry.complete_time == request.completed_at
+            for entry in trace.process_history
+        )
+
+    async def send(self, request: MesRequest) -> WipItem | Completion | Serial:
+        """Deliver any stored request: the path the outbox replays through."""
+        if isinstance(request, StartProcess):
+            return await self.start_process(request)
+        if isinstance(request, CompleteProcess):
+            return await self.complete_process(request)
+        return await self.convert_to_serial(request)
+
+    def _as_sent(self, request: CompleteProcess) -> tuple[Result, str]:
+        if request.result is Result.REWORK and self._config.rework_as == "FAIL":
+            return Result.FAIL, f"REWORK: {request.notes}".rstrip(" ")[:5000]
+        return request.result, request.notes
+
+    # -- ids ----------------------------------------------------------------------------------
+
+    async def _wip_pk(self, wip_id: str) -> int:
+        if wip_id not in self._wip_pks:
+            await self.scan(wip_id)
+        return self._wip_pks[wip_id]
+
+    async def _process_pk(self, number: int) -> int:
+        if not self._config.resolve_process_ids:
+            return number
+        pks = await self.process_ids()
+        if number not in pks:
+            raise MesError(
+                MesErrorCode.VALIDATION,
+                detail=f"process {number} is not an active process at the MES "
+                f"(active: {sorted(pks)})",
+            )
+        return pks[number]
+
+    async def _generate_from_wip(self, wip_id: str) -> Serial:
+        # generate-from-wip checks nothing (no BR-005): only a COMPLETED WIP may get a serial.
+        wip = await self.scan(wip_id)
+        if wip.status is WipStatus.CONVERTED or wip.serial_id is not None:
+            raise MesError(
+                MesErrorCode.ALREADY_CONVERTED, detail=f"{wip_id} is already converted to serial"
+            )
+        if wip.status is not WipStatus.COMPLETED:
+            raise MesError(
+                MesErrorCode.INVALID_WIP_STATUS,
+                detail=f"{wip_id} must be in COMPLETED status for serial conversion. "
+                f"Current status: {wip.status}",
+            )
+        answer = await self._call(
+            "POST",
+            "/api/v1/serials/generate-from-wip",
+            auth="none",
+            params={"wip_id": wip_id, "print_label": str(self._config.print_label).lower()},
+        )
+        number = answer.get("serial_number") if isinstance(answer, dict) else None
+        return self._parse(Serial, {"wip_id": wip_id, "serial_number": number})
+
+    # -- transport ----------------------------------------------------------------------------
+
+    async def _post_json(self, path: str, body: dict[str, Any]) -> Any:
+        return await self._call("POST", path, auth="none", json=body, paced=False)
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        auth: _Auth = "user",
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        paced: bool = True,
+        wip_id: str | None = None,
+    ) -> Any:
+        renewed = waited = False
+        while True:
+            headers, token = await self._auth_headers(auth)
+            if paced:
+                await self._pacer.acquire()
+            response = await self._send(method, path, params=params, json=json, headers=headers)
+            if response.is_success:
+                return self._json(response)
+            error = classify_response(
+                response.status_code,
+                self._json(response, strict=False),
+                retry_after=response.headers.get("Retry-After"),
+            )
+            if error.code is MesErrorCode.AUTH and token is not None and not renewed:
+                renewed = await self._tokens.renew_after_401(token)
+                if renewed:
+                    continue
+            if error.code is MesErrorCode.RATE_LIMITED and paced and not waited:
+                wait = error.retry_after if error.retry_after is not None else _DEFAULT_RATE_WAIT_S
+                self._pacer.hold(wait)
+                if wait <= _MAX_RATE_WAIT_S:
+                    waited = True
+                    continue
+            if error.code is MesErrorCode.WIP_NOT_FOUND and wip_id is not None:
+                self._wip_pks.pop(wip_id, None)  # the MES may have been re-seeded
+            raise error
+
+    async def _auth_headers(self, auth: _Auth) -> tuple[dict[str, str], str | None]:
+        if auth == "none":
+            return {}, None
+        if auth == "scan" and self._api_key is not None:
+            return {"X-API-Key": self._api_key}, None
+        if auth == "scan" and not self._tokens.available:
+            raise MesError(
+                MesErrorCode.AUTH,
+                detail="no MES credentials configured for scan "
+                "(mes.api_key, mes.username/password or mes.token)",
+            )
+        token = await self._tokens.bearer()
+        return {"Authorization": f"Bearer {token}"}, token
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None,
+        json: Any,
+        headers: dict[str, str],
+    ) -> httpx.Response:
+        try:
+            return await self._http.request(method, path, params=params, json=json, headers=headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+            raise classify_transport("network", sent=False, detail=_describe(error)) from error
+        except httpx.PoolTimeout as error:
+            raise classify_transport("timeout", sent=False, detail=_describe(error)) from error
+        except httpx.TimeoutException as error:
+            raise classify_transport("timeout", sent=True, detail=_describe(error)) from error
+        except httpx.TransportError as error:
+            # Dropped after the request was written: the MES may have recorded it.
+            raise classify_transport("network", sent=True, detail=_describe(error)) from error
+
+    @staticmethod
+    def _json(response: httpx.Response, *, strict: bool = True) -> Any:
+        try:
+            return response.json()
+        except ValueError as error:
+            if not strict:
+                return response.text[:500]
+            raise MesError(
+                MesErrorCode.SERVER,
+                status=response.status_code,
+                detail="the MES answered with something that is not JSON",
+                maybe_applied=True,
+            ) from error
+
+    @staticmethod
+    def _parse(model: type[_Model], body: Any) -> _Model:
+        try:
+            return model.model_validate(body)
+        except ValidationError as error:
+            raise MesError(
+                MesErrorCode.SERVER,
+                detail=f"unexpected answer from the MES ({model.__name__}): "
+                f"{error.error_count()} field error(s)",
+                maybe_applied=True,
+            ) from error
+
+    @classmethod
+    def _parse_list(cls, model: type[_Model], body: Any) -> list[_Model]:
+        if not isinstance(body, list):
+            raise MesError(MesErrorCode.SERVER, detail="expected a list from the MES")
+        return [cls._parse(model, item) for item in body]
+
+
+def _describe(error: httpx.HTTPError) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
