@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _mes_sim(args: argparse.Namespace) -> int:
@@ -21,6 +22,18 @@ def _mes_sim(args: argparse.Namespace) -> int:
         out=sys.stdout,
     )
     return 0
+
+
+def _mes_check(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load_config
+    from .mes_check import check_mes
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    return asyncio.run(check_mes(config.mes, wip_id=args.wip, out=sys.stdout))
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -54,6 +67,16 @@ def _parser() -> argparse.ArgumentParser:
         help="MES process id = process number + offset (to exercise the number->id mapping)",
     )
     sim.set_defaults(run=_mes_sim)
+
+    check = commands.add_parser(
+        "mes-check",
+        help="check that this box reaches the MES with the configured account",
+        description="Health, process list, login and (with --wip) a scan and a trace, against "
+        "the MES named in the config file. Secrets are never printed.",
+    )
+    check.add_argument("--config", type=Path, required=True, help="the bridge's YAML config")
+    check.add_argument("--wip", help="a WIP id to scan and trace")
+    check.set_defaults(run=_mes_check)
 
     demo = commands.add_parser(
         "demo",

@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     PositiveFloat,
     SecretStr,
+    ValidationError,
     model_validator,
 )
 
@@ -82,7 +83,26 @@ class BridgeConfig(_Section):
     mes: MesConfig = MesConfig()
 
 
+class ConfigError(Exception):
+    """A config file that cannot be used; the message names the file and each bad field."""
+
+
 def load_config(path: Path) -> BridgeConfig:
-    """Read and validate a YAML config file (raises OSError, yaml.YAMLError, ValidationError)."""
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return BridgeConfig.model_validate(data)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"{path}: {error.strerror}") from error
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    try:
+        return BridgeConfig.model_validate(data)
+    except ValidationError as error:
+        lines = [f"{path}: {error.error_count()} invalid setting(s)"]
+        for problem in error.errors():
+            where = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+            lines.append(f"  {where}: {problem['msg']}")
+        raise ConfigError("\n".join(lines)) from error

@@ -9,6 +9,7 @@ and the simulator's ledger holds exactly the records that were sent.
 from __future__ import annotations
 
 import asyncio
+import unicodedata
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TextIO, TypeVar
@@ -42,7 +43,10 @@ class _Demo:
 
     def say(self, wip: str, step: str, outcome: str) -> None:
         stamp = datetime.now(UTC).strftime("%H:%M:%S")
-        print(f"{stamp}  {wip:<24} {step:<24} {outcome}", file=self.out, flush=True)
+        # Hangul takes two terminal columns: pad by what the eye sees, not by characters.
+        width = sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in step)
+        step += " " * max(24 - width, 0)
+        print(f"{stamp}  {wip:<24} {step} {outcome}", file=self.out, flush=True)
 
     def banner(self, text: str) -> None:
         print(f"\n-- {text} --", file=self.out, flush=True)
@@ -118,7 +122,9 @@ class _Demo:
                     self.sim.set_faults(expire_tokens=True)
                 if index == 0 and number == 5:
                     self.banner("the MES records the next 완공 but its answer is lost")
-                    self.sim.set_faults(mode="drop_response")
+                    self.sim.set_faults(
+                        mode="drop_response", path_contains="/complete-process", times=1
+                    )
                 if index == 1 and number == 2:
                     self.banner("a REWORK: the deployed MES refuses REWORK, so it goes as FAIL")
                     await self.process(wip, number, Result.REWORK)

@@ -1,1 +1,1 @@
-"""Serial gauges (RS-232/USB): readers and pure line parsers. Arrives with the serial-gauge issue."""
+"""Serial gauges (RS-232/USB): readers and pure line parsers, to come."""

@@ -9,6 +9,7 @@ most once per stale token.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from .pacing import Pacer
 
 # (path, json body) -> parsed 2xx body; raises MesError otherwise.
 PostJson = Callable[[str, dict[str, Any]], Awaitable[Any]]
+
+_log = logging.getLogger(__name__)
 
 LOGIN_LIMIT = 10  # the MES's login limit per IP per minute
 LOGIN_WINDOW_S = 60.0
@@ -74,6 +77,7 @@ class TokenSource:
         async with self._lock:
             if self._token is not None and self._token.access != rejected:
                 return True  # another caller already renewed it
+            _log.info("the MES refused the access token; renewing it once")
             await self._renew(self._token)
             return True
 
@@ -83,11 +87,14 @@ class TokenSource:
                 self._token = await self._exchange(
                     "/api/v1/auth/refresh", {"refresh_token": old.refresh}
                 )
+                _log.info("MES token refreshed")
                 return self._token
             except MesError as error:
                 if error.code is not MesErrorCode.AUTH:
                     raise
+                _log.info("MES refresh token refused (%s); logging in again", error.detail)
         self._token = await self._login()
+        _log.info("logged in to the MES as %s", self._username)
         return self._token
 
     async def _login(self) -> _Token:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -30,6 +31,7 @@ from .models import (
 )
 from .pacing import Pacer
 
+_log = logging.getLogger(__name__)
 _Model = TypeVar("_Model", bound=BaseModel)
 _Auth = Literal["user", "scan", "none"]
 
@@ -93,6 +95,10 @@ class MesClient:
         await self._http.aclose()
 
     # -- the MES's operations ------------------------------------------------------------------
+
+    async def login(self) -> None:
+        """Get a user token now rather than on the first call: checks the credentials."""
+        await self._tokens.bearer()
 
     async def health(self) -> str:
         """The MES's own health word ("healthy" or "degraded"); raises when it cannot answer."""
@@ -294,6 +300,9 @@ class MesClient:
             if error.code is MesErrorCode.RATE_LIMITED and paced and not waited:
                 wait = error.retry_after if error.retry_after is not None else _DEFAULT_RATE_WAIT_S
                 self._pacer.hold(wait)
+                _log.warning(
+                    "the MES rate-limited %s %s: every request waits %.1f s", method, path, wait
+                )
                 if wait <= _MAX_RATE_WAIT_S:
                     waited = True
                     continue
