@@ -109,9 +109,9 @@ class TokenSource:
         )
 
     async def _exchange(self, path: str, body: dict[str, Any]) -> _Token:
-        await self._pacer.acquire()
         try:
-            answer = await self._post(path, body)
+            async with self._pacer.slot():
+                answer = await self._post(path, body)
         except MesError as error:
             if error.code is MesErrorCode.RATE_LIMITED:
                 self._pacer.hold(error.retry_after if error.retry_after is not None else 60.0)

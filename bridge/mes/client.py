@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
@@ -283,9 +284,8 @@ class MesClient:
         renewed = waited = False
         while True:
             headers, token = await self._auth_headers(auth)
-            if paced:
-                await self._pacer.acquire()
-            response = await self._send(method, path, params=params, json=json, headers=headers)
+            async with self._pacer.slot() if paced else nullcontext():
+                response = await self._send(method, path, params=params, json=json, headers=headers)
             if response.is_success:
                 return self._json(response)
             error = classify_response(

@@ -456,3 +456,11 @@ async def test_recorded_for_rework_sent_as_fail_and_for_conversion(
     assert not await client.recorded(convert)
     await client.convert_to_serial(convert)
     assert await client.recorded(convert)
+
+
+async def test_print_label_when_configured(sim: MesSimulator, make_client: MakeClient) -> None:
+    client = make_client(print_label=True)
+    wip = sim.wip_ids[0]
+    await complete_all(client, wip)
+    await client.convert_to_serial(ConvertToSerial(wip_id=wip, operator_id=OPERATOR))
+    assert sim.ledger()["labels_printed"] == 1

@@ -15,12 +15,17 @@ class FakeClock:
         return self.now
 
 
+async def send(pacer: Pacer, clock: FakeClock, *, takes: float = 0.0) -> None:
+    async with pacer.slot():
+        clock.now += takes
+
+
 async def test_allows_limit_requests_per_window_then_asks_to_wait() -> None:
     clock = FakeClock()
     pacer = Pacer(limit=3, window_s=60, clock=clock)
     for _ in range(3):
         assert pacer.delay() == 0
-        await pacer.acquire()
+        await send(pacer, clock)
     assert pacer.delay() == pytest.approx(60)
     clock.now += 45
     assert pacer.delay() == pytest.approx(15)
@@ -31,14 +36,29 @@ async def test_allows_limit_requests_per_window_then_asks_to_wait() -> None:
 async def test_window_slides_one_request_at_a_time() -> None:
     clock = FakeClock()
     pacer = Pacer(limit=2, window_s=10, clock=clock)
-    await pacer.acquire()
+    await send(pacer, clock)
     clock.now += 4
-    await pacer.acquire()
+    await send(pacer, clock)
     assert pacer.delay() == pytest.approx(6)
     clock.now += 6
     assert pacer.delay() == 0
-    await pacer.acquire()
+    await send(pacer, clock)
     assert pacer.delay() == pytest.approx(4)
+
+
+async def test_a_request_counts_until_a_window_after_its_answer() -> None:
+    # The MES counted it on arrival, at the latest when the answer left: so count from there.
+    clock = FakeClock()
+    pacer = Pacer(limit=1, window_s=10, clock=clock)
+    await send(pacer, clock, takes=3)
+    assert pacer.delay() == pytest.approx(10)
+
+
+async def test_requests_in_flight_count() -> None:
+    clock = FakeClock()
+    pacer = Pacer(limit=1, window_s=10, clock=clock)
+    async with pacer.slot():
+        assert pacer.delay() == pytest.approx(10)
 
 
 async def test_hold_pauses_everyone_until_retry_after() -> None:
