@@ -12,15 +12,19 @@ from pathlib import Path
 def _mes_sim(args: argparse.Namespace) -> int:
     from mes_sim import serve
 
-    serve(
-        host=args.host,
-        port=args.port,
-        wips=args.wips,
-        lot=args.lot,
-        semantics=args.semantics,
-        process_id_offset=args.process_id_offset,
-        out=sys.stdout,
-    )
+    try:
+        serve(
+            host=args.host,
+            port=args.port,
+            wips=args.wips,
+            lot=args.lot,
+            semantics=args.semantics,
+            process_id_offset=args.process_id_offset,
+            out=sys.stdout,
+        )
+    except (ValueError, OSError) as error:  # a bad seed option, or the port is taken
+        print(f"station-bridge mes-sim: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

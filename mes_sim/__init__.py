@@ -5,7 +5,7 @@
         sim.set_faults(mode="drop_response")
         sim.ledger()
 
-`serve()` runs one from the command line; `station-bridge mes-sim` and `python -m mes_sim` call it.
+`serve()` runs one from the command line; `station-bridge mes-sim` calls it.
 """
 
 from .model import DEFAULT_LOT, STATION_API_KEY, Semantics

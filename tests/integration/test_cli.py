@@ -112,6 +112,25 @@ def test_mes_sim_serves_until_terminated(
     assert process.wait(timeout=10) == 0
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [(["--wips", "0"], "wips must be between 1 and 999"),
+     (["--lot", "kr-01"], "lot must be"),
+     (["--process-id-offset", "-5"], "offset")],
+)
+def test_mes_sim_refuses_bad_options_clearly(args: list[str], expected: str) -> None:
+    done = run("mes-sim", "--port", "0", *args, timeout=20)
+    assert done.returncode == 2
+    assert expected in done.stderr and "Traceback" not in done.stderr
+
+
+def test_mes_sim_on_a_taken_port(sim: MesSimulator) -> None:
+    port = sim.url.rsplit(":", 1)[1]
+    done = run("mes-sim", "--port", port, timeout=20)
+    assert done.returncode == 2
+    assert "Address already in use" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_demo_runs_to_ok() -> None:
     done = run("demo", timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
 import re
-import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -62,26 +58,3 @@ def test_serve_prints_the_seed_and_stops_on_request() -> None:
         runner.join(timeout=5)
     assert not runner.is_alive()
     assert "stopped" in out.getvalue()
-
-
-def test_module_command_stops_cleanly_on_sigterm() -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mes_sim", "--port", "0", "--wips", "3", "--semantics", "spec"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        first = process.stdout.readline()  # blocks until the simulator is listening
-        url = re.search(r"http://127\.0\.0\.1:\d+", first)
-        assert url is not None and "spec semantics" in first
-        assert httpx.get(f"{url.group()}/health").status_code == 200
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=10) == 0
-        assert "stopped" in process.stdout.read()
-    finally:
-        if process.poll() is None:
-            process.kill()
