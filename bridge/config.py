@@ -79,7 +79,6 @@ class MesConfig(_Section):
 class BridgeConfig(_Section):
     """The whole configuration file."""
 
-    bridge_id: str = "station-bridge"
     mes: MesConfig = MesConfig()
 
 

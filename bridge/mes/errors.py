@@ -211,7 +211,9 @@ def classify_response(status: int, body: Any, *, retry_after: str | None = None)
         return error(MesErrorCode.RATE_LIMITED, retry_after=_retry_after(retry_after, fields))
     if status == 401 or status == 403:
         return error(MesErrorCode.AUTH)
-    if status >= 500:
+    if status >= 500 or 300 <= status < 400:
+        # A redirect means mes.url is out of date (http -> https, a moved proxy): no request
+        # is wrong, so it waits for the configuration to be fixed rather than being dropped.
         return error(MesErrorCode.SERVER)
     if mes_code is not None and mes_code in MesErrorCode.__members__:
         return error(MesErrorCode(mes_code))

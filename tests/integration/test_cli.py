@@ -53,6 +53,15 @@ def test_mes_check_reports_a_wrong_password_without_printing_it(
     assert "not-the-password" not in done.stdout + done.stderr
 
 
+def test_mes_check_never_prints_a_password_in_the_url(sim: MesSimulator,
+                                                      tmp_path: Path) -> None:
+    url = sim.url.replace("http://", "http://proxyuser:proxy-secret@")
+    config = write_config(tmp_path, f"mes:\n  url: {url}\n")
+    done = run("mes-check", "--config", str(config))
+    assert "proxy-secret" not in done.stdout + done.stderr
+    assert "proxyuser:**********@" in done.stdout
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -82,6 +82,8 @@ CASES: list[tuple[str, int, Any, MesErrorCode]] = [
      "with PASS result."}, C.PREREQUISITE_NOT_MET),
     ("empty body 400", 400, None, C.VALIDATION),
     ("forbidden", 403, {"detail": "Not authenticated"}, C.AUTH),
+    ("redirect to https", 301, "", C.SERVER),
+    ("temporary redirect", 307, None, C.SERVER),
 ]
 
 
