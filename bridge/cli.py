@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import BridgeConfig
 
 
 def _mes_sim(args: argparse.Namespace) -> int:
@@ -29,15 +35,67 @@ def _mes_sim(args: argparse.Namespace) -> int:
 
 
 def _mes_check(args: argparse.Namespace) -> int:
-    from .config import ConfigError, load_config
     from .mes_check import check_mes
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as error:
-        print(error, file=sys.stderr)
+    config = _load(args.config)
+    if config is None:
         return 2
     return asyncio.run(check_mes(config.mes, wip_id=args.wip, out=sys.stdout))
+
+
+def _load(path: Path) -> BridgeConfig | None:
+    from .config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .app import main as run_main
+
+    config = _load(args.config)
+    if config is None:
+        return 2
+    logging.basicConfig(
+        level=config.log_level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    logging.Formatter.converter = time.gmtime  # log times are UTC, like everything else
+    return run_main(config)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .admin import show_config
+
+    config = _load(args.config)
+    if config is None:
+        return 2
+    show_config(config, out=sys.stdout)
+    return 0
+
+
+def _outbox_list(args: argparse.Namespace) -> int:
+    from .admin import show_outbox
+    from .store import StoreError
+
+    config = _load(args.config)
+    if config is None:
+        return 2
+    try:
+        show_outbox(config, out=sys.stdout, as_json=args.json)
+    except StoreError as error:
+        print(f"station-bridge outbox: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _gauge_sim(args: argparse.Namespace) -> int:
+    from devices import run_gauge_sim
+
+    return run_gauge_sim(format=args.format, rate_hz=args.rate, out=sys.stdout)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -81,6 +139,45 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--config", type=Path, required=True, help="the bridge's YAML config")
     check.add_argument("--wip", help="a WIP id to scan and trace")
     check.set_defaults(run=_mes_check)
+
+    run = commands.add_parser(
+        "run",
+        help="run the bridge",
+        description="Subscribe to the stations' topics, send 착공/완공/serial conversions to the "
+        "MES through the durable outbox, and publish every outcome. SIGTERM stops it cleanly.",
+    )
+    run.add_argument("--config", type=Path, required=True, help="the bridge's YAML config")
+    run.set_defaults(run=_run)
+
+    check_config = commands.add_parser(
+        "check",
+        help="validate a config file and print the effective settings (secrets hidden)",
+        description="The file with the STATION_BRIDGE_* environment applied over it.",
+    )
+    check_config.add_argument("--config", type=Path, required=True)
+    check_config.set_defaults(run=_check)
+
+    outbox = commands.add_parser("outbox", help="inspect the outbox of MES requests")
+    outbox_commands = outbox.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
+    listing = outbox_commands.add_parser(
+        "list",
+        help="pending and dead-lettered requests, with their reasons",
+        description="Reads the bridge's data_dir; safe while the bridge runs.",
+    )
+    listing.add_argument("--config", type=Path, required=True)
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.set_defaults(run=_outbox_list)
+
+    gauge = commands.add_parser(
+        "gauge-sim",
+        help="play a serial gauge on a pseudo-terminal (for trying a device config)",
+        description="Opens a pseudo-terminal, prints its path (point a device's `port` at it) "
+        "and plays an A&D balance, a Mettler Toledo MT-SICS balance (answers SI/S polls) or a "
+        "key=value instrument on it until Ctrl-C.",
+    )
+    gauge.add_argument("--format", choices=("and", "sics", "keyvalue"), required=True)
+    gauge.add_argument("--rate", type=float, default=2.0, help="lines per second (streaming)")
+    gauge.set_defaults(run=_gauge_sim)
 
     demo = commands.add_parser(
         "demo",

@@ -1,13 +1,15 @@
-"""The bridge's configuration: one model, loaded from a YAML file.
+"""The bridge's configuration: one model, loaded from a YAML file with the environment over it.
 
-Secrets are `SecretStr` (they print as `**********`) and may instead be read from a file named by
-the matching `*_file` key, so that a password never has to sit in the config itself.
+Every key can be set as `STATION_BRIDGE_<SECTION>__<KEY>` (`STATION_BRIDGE_MQTT__HOST`); lists
+take JSON. Secrets are `SecretStr` (they print as `**********`) and may instead be read from a
+file named by the matching `*_file` key, so that a password never has to sit in the config itself.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -20,6 +22,14 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+
+from devices.config import DeviceConfig
 
 
 class _Section(BaseModel):
@@ -59,6 +69,12 @@ class MesConfig(_Section):
     print_label: bool = False
     resolve_process_ids: bool = True
 
+    def shown_url(self) -> str:
+        """The URL with a password in it (`http://user:pw@host`) hidden."""
+        url = str(self.url)
+        password = self.url.password
+        return url.replace(f":{password}@", ":**********@", 1) if password else url
+
     @model_validator(mode="after")
     def _secrets_from_files(self) -> MesConfig:
         for secret, file in (
@@ -76,14 +92,162 @@ class MesConfig(_Section):
         return self
 
 
-class BridgeConfig(_Section):
-    """The whole configuration file."""
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
+
+class MqttConfig(_Section):
+    """The broker the stations and tablets talk to (or the embedded one)."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 1883
+    embedded: bool = Field(
+        default=False, description="start an amqtt broker in the bridge on host:port"
+    )
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    client_id: str | None = Field(
+        default=None, description="fixed MQTT client id; default station-bridge-<bridge_id>"
+    )
+    topic_prefix: str = Field(default="", pattern=r"^([^#+/]+(/[^#+/]+)*)?$")
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    max_message_bytes: Annotated[int, Field(ge=256)] = 65536
+    reconnect_max_s: PositiveFloat = 30.0
+
+    @model_validator(mode="after")
+    def _password_from_file(self) -> MqttConfig:
+        if self.password_file is not None:
+            if self.password is not None:
+                raise ValueError("give either password or password_file, not both")
+            object.__setattr__(self, "password", _read_secret(self.password_file))
+        return self
+
+
+class Limit(_Section):
+    """What one measurement must be for a PASS, and the defect code when it is not."""
+
+    min: float | None = None
+    max: float | None = None
+    unit: str | None = None
+    defect: str = Field(min_length=1, max_length=64)
+    required: bool = True
+    missing_defect: str | None = Field(
+        default=None,
+        description="defect code when a required measurement is missing; default MISSING_<NAME>",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Limit:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
+class StationConfig(_Section):
+    id: Name
+    equipment_id: Annotated[int, Field(gt=0)] | None = None
+    processes: list[Annotated[int, Field(ge=1, le=100)]] | None = Field(
+        default=None, description="process numbers this station runs; any when not given"
+    )
+    auto_convert: bool = Field(
+        default=False, description="convert a WIP to a serial when a complete leaves it COMPLETED"
+    )
+    limits: dict[Annotated[int, Field(ge=1, le=100)], dict[str, Limit]] = Field(
+        default_factory=dict, description="process number -> measurement name -> limit"
+    )
+
+
+class OutboxConfig(_Section):
+    """The durable queue of MES requests."""
+
+    max_pending: Annotated[int, Field(ge=1)] = 10_000
+    retry_min_s: PositiveFloat = 1.0
+    retry_max_s: PositiveFloat = 120.0
+    probe_interval_s: PositiveFloat = 5.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OutboxConfig:
+        if self.retry_min_s > self.retry_max_s:
+            raise ValueError("retry_min_s must not be above retry_max_s")
+        return self
+
+
+class BridgeConfig(BaseSettings):
+    """The whole configuration: a YAML file, and `STATION_BRIDGE_<SECTION>__<KEY>` over it."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        frozen=True,
+        env_prefix="STATION_BRIDGE_",
+        env_nested_delimiter="__",
+        nested_model_default_partial_update=True,
+    )
+
+    bridge_id: Name = "bridge"
+    data_dir: Path = Path("data")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    mqtt: MqttConfig = MqttConfig()
     mes: MesConfig = MesConfig()
+    outbox: OutboxConfig = OutboxConfig()
+    stations: list[StationConfig] = Field(default_factory=list)
+    devices: list[DeviceConfig] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file: a unit file or container sets one value without
+        # editing the YAML.
+        return env_settings, init_settings
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BridgeConfig:
+        ids = [station.id for station in self.stations]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"station ids must be unique: {ids}")
+        names: set[tuple[str, str]] = set()
+        for device in self.devices:
+            if device.station not in ids:
+                raise ValueError(f"device {device.name!r} names unknown station {device.station!r}")
+            if (device.station, device.name) in names:
+                raise ValueError(f"two devices named {device.name!r} on station {device.station}")
+            names.add((device.station, device.name))
+        return self
+
+    def station(self, station_id: str) -> StationConfig | None:
+        return next((s for s in self.stations if s.id == station_id), None)
+
+    @property
+    def client_id(self) -> str:
+        return self.mqtt.client_id or f"station-bridge-{self.bridge_id}"
 
 
 class ConfigError(Exception):
     """A config file that cannot be used; the message names the file and each bad field."""
+
+
+def _environment_used() -> bool:
+    return any(name.startswith("STATION_BRIDGE_") for name in os.environ)
+
+
+def _secret_files_yield_to_environment(data: dict[str, Any]) -> dict[str, Any]:
+    """A secret set in the environment wins over the `*_file` the YAML names for it."""
+    for section, secret in (
+        ("mes", "password"),
+        ("mes", "token"),
+        ("mes", "api_key"),
+        ("mqtt", "password"),
+    ):
+        variable = f"STATION_BRIDGE_{section.upper()}__{secret.upper()}"
+        values = data.get(section)
+        if variable in os.environ and isinstance(values, dict):
+            data[section] = {k: v for k, v in values.items() if k != f"{secret}_file"}
+    return data
 
 
 def load_config(path: Path) -> BridgeConfig:
@@ -97,10 +261,14 @@ def load_config(path: Path) -> BridgeConfig:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    data = _secret_files_yield_to_environment({str(key): value for key, value in data.items()})
+    source = f"{path} with the STATION_BRIDGE_* environment" if _environment_used() else str(path)
     try:
-        return BridgeConfig.model_validate(data)
+        return BridgeConfig(**data)
+    except SettingsError as error:  # a list or section variable that is not valid JSON
+        raise ConfigError(f"{source}: {error}") from error
     except ValidationError as error:
-        lines = [f"{path}: {error.error_count()} invalid setting(s)"]
+        lines = [f"{source}: {error.error_count()} invalid setting(s)"]
         for problem in error.errors():
             where = ".".join(str(part) for part in problem["loc"]) or "(top level)"
             lines.append(f"  {where}: {problem['msg']}")

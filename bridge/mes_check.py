@@ -20,14 +20,8 @@ def _auth_summary(config: MesConfig) -> str:
     return "no credentials"
 
 
-def _shown_url(config: MesConfig) -> str:
-    url = str(config.url)
-    password = config.url.password
-    return url.replace(f":{password}@", ":**********@", 1) if password else url
-
-
 async def check_mes(config: MesConfig, *, wip_id: str | None, out: TextIO) -> int:
-    print(f"MES {_shown_url(config)}  {_auth_summary(config)}", file=out)
+    print(f"MES {config.shown_url()}  {_auth_summary(config)}", file=out)
     failures = 0
 
     async def step(name: str, action: Callable[[], Awaitable[str]]) -> None:

@@ -57,16 +57,23 @@ def start(wip: str, process: int, at: datetime = T0) -> StartProcess:
     return StartProcess(wip_id=wip, process=process, operator_id=OPERATOR, started_at=at)
 
 
-def complete(wip: str, process: int, result: Result = Result.PASS, at: datetime = T0,
-             **extra: Any) -> CompleteProcess:
+def complete(
+    wip: str, process: int, result: Result = Result.PASS, at: datetime = T0, **extra: Any
+) -> CompleteProcess:
     return CompleteProcess(
-        wip_id=wip, process=process, operator_id=OPERATOR, result=result, started_at=at,
-        completed_at=at + timedelta(seconds=30), **extra,
+        wip_id=wip,
+        process=process,
+        operator_id=OPERATOR,
+        result=result,
+        started_at=at,
+        completed_at=at + timedelta(seconds=30),
+        **extra,
     )
 
 
-async def run_process(client: MesClient, wip: str, process: int,
-                      result: Result = Result.PASS) -> WipStatus:
+async def run_process(
+    client: MesClient, wip: str, process: int, result: Result = Result.PASS
+) -> WipStatus:
     await client.start_process(start(wip, process))
     return (await client.complete_process(complete(wip, process, result))).wip_status
 
@@ -107,8 +114,13 @@ async def test_whole_flow_from_scan_to_serial(sim: MesSimulator, client: MesClie
         started = await client.start_process(start(wip, process, T0 + timedelta(minutes=process)))
         assert started.status is WipStatus.IN_PROGRESS
         done = await client.complete_process(
-            complete(wip, process, at=T0 + timedelta(minutes=process),
-                     measurements={"torque_nm": 1.0 + process}, defects=[])
+            complete(
+                wip,
+                process,
+                at=T0 + timedelta(minutes=process),
+                measurements={"torque_nm": 1.0 + process},
+                defects=[],
+            )
         )
         assert done.sent_result is Result.PASS
         statuses.append(done.wip_status)
@@ -176,8 +188,9 @@ async def test_hostile_barcode_stays_one_path_segment(sim: MesSimulator, client:
         assert error.status == 404
 
 
-async def test_station_key_scans_but_cannot_start(sim: MesSimulator,
-                                                  make_client: MakeClient) -> None:
+async def test_station_key_scans_but_cannot_start(
+    sim: MesSimulator, make_client: MakeClient
+) -> None:
     client = make_client(username=None, password=None, api_key="sim-station-key")
     wip = sim.wip_ids[0]
     assert (await client.scan(wip)).wip_id == wip
@@ -202,19 +215,25 @@ async def test_business_rule_errors(sim: MesSimulator, client: MesClient) -> Non
 
     await complete_all(client, other)
     await raises(C.INVALID_WIP_STATUS, client.start_process(start(other, 1)))
-    await raises(C.INVALID_WIP_STATUS,
-                 client.convert_to_serial(ConvertToSerial(wip_id=wip, operator_id=OPERATOR)))
+    await raises(
+        C.INVALID_WIP_STATUS,
+        client.convert_to_serial(ConvertToSerial(wip_id=wip, operator_id=OPERATOR)),
+    )
     await client.convert_to_serial(ConvertToSerial(wip_id=other, operator_id=OPERATOR))
-    await raises(C.ALREADY_CONVERTED,
-                 client.convert_to_serial(ConvertToSerial(wip_id=other, operator_id=OPERATOR)))
+    await raises(
+        C.ALREADY_CONVERTED,
+        client.convert_to_serial(ConvertToSerial(wip_id=other, operator_id=OPERATOR)),
+    )
     await raises(C.ALREADY_CONVERTED, client.start_process(start(other, 1)))
 
 
 async def test_convert_to_serial_route(sim: MesSimulator, make_client: MakeClient) -> None:
     client = make_client(convert_via="convert-to-serial")
     wip, fresh = sim.wip_ids[0], sim.wip_ids[1]
-    await raises(C.INVALID_WIP_STATUS,
-                 client.convert_to_serial(ConvertToSerial(wip_id=fresh, operator_id=OPERATOR)))
+    await raises(
+        C.INVALID_WIP_STATUS,
+        client.convert_to_serial(ConvertToSerial(wip_id=fresh, operator_id=OPERATOR)),
+    )
     await complete_all(client, wip)
     # the deployed MES fails every valid conversion with 500: retryable, nothing converted
     convert = ConvertToSerial(wip_id=wip, operator_id=OPERATOR)
@@ -223,22 +242,31 @@ async def test_convert_to_serial_route(sim: MesSimulator, make_client: MakeClien
     sim.set_faults(convert="working")
     serial = await client.convert_to_serial(ConvertToSerial(wip_id=wip, operator_id=OPERATOR))
     assert serial.serial_number
-    await raises(C.ALREADY_CONVERTED,
-                 client.convert_to_serial(ConvertToSerial(wip_id=wip, operator_id=OPERATOR)))
+    await raises(
+        C.ALREADY_CONVERTED,
+        client.convert_to_serial(ConvertToSerial(wip_id=wip, operator_id=OPERATOR)),
+    )
 
 
 async def test_conflicts(sim: MesSimulator, make_client: MakeClient) -> None:
     client = make_client(rework_as="REWORK")
     wip = sim.wip_ids[0]
-    error = await raises(C.CONFLICT, client.start_process(
-        StartProcess(wip_id=wip, process=1, operator_id=999, started_at=T0)))
+    error = await raises(
+        C.CONFLICT,
+        client.start_process(StartProcess(wip_id=wip, process=1, operator_id=999, started_at=T0)),
+    )
     assert error.status == 409 and "Referenced resource" in error.detail
     await client.start_process(start(wip, 1))
     await raises(C.CONFLICT, client.complete_process(complete(wip, 1, Result.REWORK)))
     # a completion earlier than the start the MES holds
-    late = CompleteProcess(wip_id=wip, process=1, operator_id=OPERATOR, result=Result.PASS,
-                           started_at=T0 - timedelta(hours=1),
-                           completed_at=T0 - timedelta(minutes=30))
+    late = CompleteProcess(
+        wip_id=wip,
+        process=1,
+        operator_id=OPERATOR,
+        result=Result.PASS,
+        started_at=T0 - timedelta(hours=1),
+        completed_at=T0 - timedelta(minutes=30),
+    )
     await raises(C.CONFLICT, client.complete_process(late))
     assert sim.ledger()["history"] == []
 
@@ -252,8 +280,9 @@ async def test_validation(sim: MesSimulator, make_client: MakeClient) -> None:
     assert error.status in (404, 422)
 
 
-async def test_wrong_password_is_auth_and_not_a_loop(sim: MesSimulator,
-                                                     make_client: MakeClient) -> None:
+async def test_wrong_password_is_auth_and_not_a_loop(
+    sim: MesSimulator, make_client: MakeClient
+) -> None:
     client = make_client(password="wrong")
     error = await raises(C.AUTH, client.start_process(start(sim.wip_ids[0], 1)))
     assert error.mes_code == "AUTH_001" and error.retryable
@@ -330,8 +359,9 @@ async def test_concurrent_callers_share_one_renewal(sim: MesSimulator, client: M
     assert ledger["logins"] + ledger["refreshes"] == 2
 
 
-async def test_token_refreshed_before_it_expires(sim: MesSimulator,
-                                                 make_client: MakeClient) -> None:
+async def test_token_refreshed_before_it_expires(
+    sim: MesSimulator, make_client: MakeClient
+) -> None:
     now = [0.0]
     client = make_client(kw={"clock": lambda: now[0]})
     await client.trace(sim.wip_ids[0])
@@ -393,8 +423,9 @@ async def test_429_is_waited_out_not_retried_in_a_loop(
 # -- the integration spec's stricter MES ------------------------------------------------------
 
 
-async def test_spec_semantics(sim_factory: Callable[..., MesSimulator],
-                              make_client: MakeClient) -> None:
+async def test_spec_semantics(
+    sim_factory: Callable[..., MesSimulator], make_client: MakeClient
+) -> None:
     sim = sim_factory(semantics="spec")
     client = make_client(sim, rework_as="REWORK", convert_via="convert-to-serial")
     wip, other = sim.wip_ids[0], sim.wip_ids[1]
@@ -409,8 +440,10 @@ async def test_spec_semantics(sim_factory: Callable[..., MesSimulator],
         await run_process(client, wip, process)
     serial = await client.convert_to_serial(ConvertToSerial(wip_id=wip, operator_id=OPERATOR))
     assert serial.serial_number
-    await raises(C.ALREADY_CONVERTED,
-                 client.convert_to_serial(ConvertToSerial(wip_id=wip, operator_id=OPERATOR)))
+    await raises(
+        C.ALREADY_CONVERTED,
+        client.convert_to_serial(ConvertToSerial(wip_id=wip, operator_id=OPERATOR)),
+    )
     await raises(C.WIP_NOT_FOUND, client.scan("WIP-NOPE0000000-999"))
 
 

@@ -18,13 +18,20 @@ class FakeMes:
 
     async def post(self, path: str, body: dict[str, Any]) -> Any:
         self.calls.append(path.rsplit("/", 1)[-1])
-        return {"access_token": f"t{len(self.calls)}", "refresh_token": "r",
-                "expires_in": self.lifetime}
+        return {
+            "access_token": f"t{len(self.calls)}",
+            "refresh_token": "r",
+            "expires_in": self.lifetime,
+        }
 
 
 def source(mes: FakeMes, now: list[float], **kw: Any) -> TokenSource:
-    options: dict[str, Any] = {"username": "svc", "password": "pw", "static_token": None,
-                               "refresh_margin_s": 120}
+    options: dict[str, Any] = {
+        "username": "svc",
+        "password": "pw",
+        "static_token": None,
+        "refresh_margin_s": 120,
+    }
     options.update(kw)
     return TokenSource(mes.post, clock=lambda: now[0], **options)
 
@@ -53,8 +60,14 @@ async def test_refresh_first_then_login_when_refresh_is_refused() -> None:
             raise MesError(MesErrorCode.AUTH, status=401)
         return await mes.post(path, body)
 
-    tokens = TokenSource(post, username="svc", password="pw", static_token=None,
-                         refresh_margin_s=120, clock=lambda: now[0])
+    tokens = TokenSource(
+        post,
+        username="svc",
+        password="pw",
+        static_token=None,
+        refresh_margin_s=120,
+        clock=lambda: now[0],
+    )
     first = await tokens.bearer()
     assert await tokens.bearer() == first  # still fresh: no call
     now[0] += 1800 - 119

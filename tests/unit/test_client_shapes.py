@@ -16,8 +16,9 @@ from bridge.mes import MesClient, MesError, MesErrorCode, StartProcess
 URL = "http://mes.test"
 LOGIN = {"access_token": "t1", "refresh_token": "r1", "token_type": "bearer", "expires_in": 1800}
 WIP = {"id": 7, "wip_id": "WIP-A", "status": "CREATED"}
-START = StartProcess(wip_id="WIP-A", process=1, operator_id=2,
-                     started_at=datetime(2026, 11, 26, tzinfo=UTC))
+START = StartProcess(
+    wip_id="WIP-A", process=1, operator_id=2, started_at=datetime(2026, 11, 26, tzinfo=UTC)
+)
 
 
 @pytest.fixture
@@ -75,7 +76,8 @@ async def test_inactive_user_at_login_is_an_auth_error(
     mes: respx.MockRouter, client: MesClient
 ) -> None:
     mes.post("/api/v1/auth/login/json").respond(
-        400, json={"error_code": "VAL_001", "message": "Inactive user account"})
+        400, json={"error_code": "VAL_001", "message": "Inactive user account"}
+    )
     error = await code_of(client.start_process(START))
     assert error.code is MesErrorCode.AUTH and error.mes_code == "VAL_001"
 
@@ -84,7 +86,8 @@ async def test_429_twice_gives_up_with_retry_after(
     mes: respx.MockRouter, client: MesClient
 ) -> None:
     route = mes.post("/api/v1/wip-items/7/start-process").respond(
-        429, headers={"Retry-After": "0"}, json={"error_code": "RATE_LIMIT_EXCEEDED"})
+        429, headers={"Retry-After": "0"}, json={"error_code": "RATE_LIMIT_EXCEEDED"}
+    )
     error = await code_of(client.start_process(START))
     assert error.code is MesErrorCode.RATE_LIMITED and error.retry_after == 0
     assert route.call_count == 2  # waited out once, then handed back: not a loop
@@ -94,7 +97,8 @@ async def test_long_retry_after_is_handed_to_the_caller(
     mes: respx.MockRouter, client: MesClient
 ) -> None:
     route = mes.post("/api/v1/wip-items/7/start-process").respond(
-        429, headers={"Retry-After": "600"}, json={"error_code": "RATE_LIMIT_EXCEEDED"})
+        429, headers={"Retry-After": "600"}, json={"error_code": "RATE_LIMIT_EXCEEDED"}
+    )
     error = await code_of(client.start_process(START))
     assert error.retry_after == 600 and route.call_count == 1
 
@@ -112,7 +116,10 @@ async def test_long_retry_after_is_handed_to_the_caller(
     ],
 )
 async def test_transport_failures(
-    mes: respx.MockRouter, client: MesClient, raised: Exception, code: MesErrorCode,
+    mes: respx.MockRouter,
+    client: MesClient,
+    raised: Exception,
+    code: MesErrorCode,
     maybe_applied: bool,
 ) -> None:
     mes.post("/api/v1/wip-items/7/start-process").mock(side_effect=raised)
@@ -122,7 +129,8 @@ async def test_transport_failures(
 
 async def test_secrets_are_not_in_errors(mes: respx.MockRouter, client: MesClient) -> None:
     mes.post("/api/v1/wip-items/7/start-process").respond(
-        401, json={"error_code": "AUTH_002", "message": "Invalid or expired token"})
+        401, json={"error_code": "AUTH_002", "message": "Invalid or expired token"}
+    )
     mes.post("/api/v1/auth/refresh").respond(401, json={"error_code": "AUTH_002"})
     error = await code_of(client.start_process(START))
     assert error.code is MesErrorCode.AUTH

@@ -25,8 +25,7 @@ def test_secrets_never_print(tmp_path: Path) -> None:
 def test_secrets_from_files(tmp_path: Path) -> None:
     (tmp_path / "pw").write_text("s3cret\n")
     (tmp_path / "key").write_text("k3y")
-    config = MesConfig(username="svc", password_file=tmp_path / "pw",
-                       api_key_file=tmp_path / "key")
+    config = MesConfig(username="svc", password_file=tmp_path / "pw", api_key_file=tmp_path / "key")
     assert config.password is not None and config.password.get_secret_value() == "s3cret"
     assert config.api_key is not None and config.api_key.get_secret_value() == "k3y"
 

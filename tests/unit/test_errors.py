@@ -17,44 +17,126 @@ def deployed(code: str, message: str, **extra: Any) -> dict[str, Any]:
 
 CASES: list[tuple[str, int, Any, MesErrorCode]] = [
     # contract §4, business-rule messages of the deployed MES
-    ("wip not found", 404, deployed("RES_001", "WIP Item with ID WIP-X-001 not found"),
-     C.WIP_NOT_FOUND),
-    ("prerequisite", 400, deployed("VAL_004", "WIP WIP-KR01PSA261102-001 cannot start process 2. "
-     "Previous process 1 must be completed with PASS result."), C.PREREQUISITE_NOT_MET),
-    ("scan pre-check", 400, deployed("VAL_001", "WIP WIP-KR01PSA261102-001 cannot start "
-     "process 3. Previous process 2 must be completed with PASS result."),
-     C.PREREQUISITE_NOT_MET),
-    ("status for start", 400, deployed("VAL_004", "WIP WIP-A must be in CREATED, IN_PROGRESS, "
-     "or FAILED status to start process 1. Current status: COMPLETED"), C.INVALID_WIP_STATUS),
-    ("status for convert", 400, deployed("VAL_004", "WIP WIP-A must be in COMPLETED status for "
-     "serial conversion. Current status: IN_PROGRESS"), C.INVALID_WIP_STATUS),
-    ("converted status", 400, deployed("VAL_004", "WIP WIP-A must be in COMPLETED status for "
-     "serial conversion. Current status: CONVERTED"), C.ALREADY_CONVERTED),
-    ("duplicate pass", 400, deployed("VAL_004", "WIP WIP-A already has PASS result for process 1. "
-     "Duplicate PASS results are not allowed (BR-004)."), C.DUPLICATE_PASS),
-    ("incomplete", 400, deployed("VAL_004", "WIP WIP-A cannot be converted to serial. Missing "
-     "PASS results for MANUFACTURING processes: [5, 6] (BR-005)"), C.INCOMPLETE_PROCESSES),
-    ("already converted", 400, deployed("VAL_004", "WIP WIP-A is already converted to serial"),
-     C.ALREADY_CONVERTED),
-    ("already converted number", 400, deployed("VAL_004", "WIP WIP-A already converted to serial "
-     "number KR01PSA261102001"), C.ALREADY_CONVERTED),
+    (
+        "wip not found",
+        404,
+        deployed("RES_001", "WIP Item with ID WIP-X-001 not found"),
+        C.WIP_NOT_FOUND,
+    ),
+    (
+        "prerequisite",
+        400,
+        deployed(
+            "VAL_004",
+            "WIP WIP-KR01PSA261102-001 cannot start process 2. "
+            "Previous process 1 must be completed with PASS result.",
+        ),
+        C.PREREQUISITE_NOT_MET,
+    ),
+    (
+        "scan pre-check",
+        400,
+        deployed(
+            "VAL_001",
+            "WIP WIP-KR01PSA261102-001 cannot start "
+            "process 3. Previous process 2 must be completed with PASS result.",
+        ),
+        C.PREREQUISITE_NOT_MET,
+    ),
+    (
+        "status for start",
+        400,
+        deployed(
+            "VAL_004",
+            "WIP WIP-A must be in CREATED, IN_PROGRESS, "
+            "or FAILED status to start process 1. Current status: COMPLETED",
+        ),
+        C.INVALID_WIP_STATUS,
+    ),
+    (
+        "status for convert",
+        400,
+        deployed(
+            "VAL_004",
+            "WIP WIP-A must be in COMPLETED status for "
+            "serial conversion. Current status: IN_PROGRESS",
+        ),
+        C.INVALID_WIP_STATUS,
+    ),
+    (
+        "converted status",
+        400,
+        deployed(
+            "VAL_004",
+            "WIP WIP-A must be in COMPLETED status for "
+            "serial conversion. Current status: CONVERTED",
+        ),
+        C.ALREADY_CONVERTED,
+    ),
+    (
+        "duplicate pass",
+        400,
+        deployed(
+            "VAL_004",
+            "WIP WIP-A already has PASS result for process 1. "
+            "Duplicate PASS results are not allowed (BR-004).",
+        ),
+        C.DUPLICATE_PASS,
+    ),
+    (
+        "incomplete",
+        400,
+        deployed(
+            "VAL_004",
+            "WIP WIP-A cannot be converted to serial. Missing "
+            "PASS results for MANUFACTURING processes: [5, 6] (BR-005)",
+        ),
+        C.INCOMPLETE_PROCESSES,
+    ),
+    (
+        "already converted",
+        400,
+        deployed("VAL_004", "WIP WIP-A is already converted to serial"),
+        C.ALREADY_CONVERTED,
+    ),
+    (
+        "already converted number",
+        400,
+        deployed("VAL_004", "WIP WIP-A already converted to serial number KR01PSA261102001"),
+        C.ALREADY_CONVERTED,
+    ),
     # contract §4, the status table
-    ("validation 422", 422, deployed("VAL_001", "Request validation failed",
-     details=[{"field": "query.process_id", "message": "Field required", "code": "missing"}]),
-     C.VALIDATION),
+    (
+        "validation 422",
+        422,
+        deployed(
+            "VAL_001",
+            "Request validation failed",
+            details=[{"field": "query.process_id", "message": "Field required", "code": "missing"}],
+        ),
+        C.VALIDATION,
+    ),
     ("inactive user", 400, deployed("VAL_001", "User account is inactive"), C.VALIDATION),
     ("login failed", 401, deployed("AUTH_001", "Incorrect username or password"), C.AUTH),
     ("token expired", 401, deployed("AUTH_002", "Invalid or expired token"), C.AUTH),
     ("token missing", 401, deployed("AUTH_002", "Authentication token is missing"), C.AUTH),
     ("user gone", 404, deployed("RES_006", "User not found"), C.AUTH),
     ("process not found", 404, deployed("RES_001", "Process with ID 9 not found"), C.VALIDATION),
-    ("unknown operator", 409, deployed("CONF_002", "Referenced resource does not exist"),
-     C.CONFLICT),
+    (
+        "unknown operator",
+        409,
+        deployed("CONF_002", "Referenced resource does not exist"),
+        C.CONFLICT,
+    ),
     ("rework rejected", 409, deployed("CONF_002", "Database constraint violation"), C.CONFLICT),
     ("conf_001", 409, deployed("CONF_001", "Duplicate key"), C.CONFLICT),
     ("val_002", 409, deployed("VAL_002", "Conflict"), C.CONFLICT),
-    ("rate limited", 429, deployed("RATE_LIMIT_EXCEEDED", "Rate limit exceeded", retry_after=7),
-     C.RATE_LIMITED),
+    (
+        "rate limited",
+        429,
+        deployed("RATE_LIMIT_EXCEEDED", "Rate limit exceeded", retry_after=7),
+        C.RATE_LIMITED,
+    ),
     ("srv_001", 500, deployed("SRV_001", "Internal server error"), C.SERVER),
     ("srv_002", 500, deployed("SRV_002", "Database error"), C.SERVER),
     ("503 html", 503, "<html>Service Unavailable</html>", C.SERVER),
@@ -63,23 +145,67 @@ CASES: list[tuple[str, int, Any, MesErrorCode]] = [
     ("wrong method", 405, {"detail": "Method Not Allowed"}, C.SERVER),
     ("fastapi 422", 422, {"detail": [{"loc": ["body", "result"], "msg": "bad"}]}, C.VALIDATION),
     # the integration spec's format, for a fixed future MES
-    ("spec not found", 404, {"error": "WIP_NOT_FOUND", "message": "WIP 'X' not found"},
-     C.WIP_NOT_FOUND),
-    ("spec prerequisite", 400, {"error": "PREREQUISITE_NOT_MET", "message": "Process 1 must have "
-     "PASS result before starting Process 2 (BR-003)"}, C.PREREQUISITE_NOT_MET),
-    ("spec status", 400, {"error": "INVALID_WIP_STATUS", "message": "Cannot start process on WIP "
-     "with status 'FAILED'"}, C.INVALID_WIP_STATUS),
-    ("spec duplicate", 400, {"error": "DUPLICATE_PASS", "message": "Duplicate PASS results are "
-     "not allowed for process 1 (BR-004)"}, C.DUPLICATE_PASS),
-    ("spec not started", 400, {"error": "PROCESS_NOT_STARTED", "message": "Process must be "
-     "started before completion"}, C.PROCESS_NOT_STARTED),
-    ("spec incomplete", 400, {"error": "INCOMPLETE_PROCESSES", "message": "Missing PASS results "
-     "for processes: [3, 5, 6] (BR-005)"}, C.INCOMPLETE_PROCESSES),
-    ("spec converted", 400, {"error": "ALREADY_CONVERTED", "message": "WIP has already been "
-     "converted to serial"}, C.ALREADY_CONVERTED),
+    (
+        "spec not found",
+        404,
+        {"error": "WIP_NOT_FOUND", "message": "WIP 'X' not found"},
+        C.WIP_NOT_FOUND,
+    ),
+    (
+        "spec prerequisite",
+        400,
+        {
+            "error": "PREREQUISITE_NOT_MET",
+            "message": "Process 1 must have PASS result before starting Process 2 (BR-003)",
+        },
+        C.PREREQUISITE_NOT_MET,
+    ),
+    (
+        "spec status",
+        400,
+        {
+            "error": "INVALID_WIP_STATUS",
+            "message": "Cannot start process on WIP with status 'FAILED'",
+        },
+        C.INVALID_WIP_STATUS,
+    ),
+    (
+        "spec duplicate",
+        400,
+        {
+            "error": "DUPLICATE_PASS",
+            "message": "Duplicate PASS results are not allowed for process 1 (BR-004)",
+        },
+        C.DUPLICATE_PASS,
+    ),
+    (
+        "spec not started",
+        400,
+        {"error": "PROCESS_NOT_STARTED", "message": "Process must be started before completion"},
+        C.PROCESS_NOT_STARTED,
+    ),
+    (
+        "spec incomplete",
+        400,
+        {
+            "error": "INCOMPLETE_PROCESSES",
+            "message": "Missing PASS results for processes: [3, 5, 6] (BR-005)",
+        },
+        C.INCOMPLETE_PROCESSES,
+    ),
+    (
+        "spec converted",
+        400,
+        {"error": "ALREADY_CONVERTED", "message": "WIP has already been converted to serial"},
+        C.ALREADY_CONVERTED,
+    ),
     ("spec unknown code", 400, {"error": "SOMETHING_NEW", "message": "?"}, C.VALIDATION),
-    ("spec message only", 400, {"error": "BAD", "message": "Previous process 1 must be completed "
-     "with PASS result."}, C.PREREQUISITE_NOT_MET),
+    (
+        "spec message only",
+        400,
+        {"error": "BAD", "message": "Previous process 1 must be completed with PASS result."},
+        C.PREREQUISITE_NOT_MET,
+    ),
     ("empty body 400", 400, None, C.VALIDATION),
     ("forbidden", 403, {"detail": "Not authenticated"}, C.AUTH),
     ("redirect to https", 301, "", C.SERVER),
@@ -118,12 +244,19 @@ def test_spec_table_korean_wording() -> None:
 
 @pytest.mark.parametrize(
     ("header", "body", "expected"),
-    [("12", {}, 12.0), (None, {"retry_after": 3}, 3.0), ("soon", {"retry_after": "4"}, 4.0),
-     (None, {}, None), ("-1", {}, None), ("nan", {}, None)],
+    [
+        ("12", {}, 12.0),
+        (None, {"retry_after": 3}, 3.0),
+        ("soon", {"retry_after": "4"}, 4.0),
+        (None, {}, None),
+        ("-1", {}, None),
+        ("nan", {}, None),
+    ],
 )
 def test_retry_after(header: str | None, body: dict[str, Any], expected: float | None) -> None:
-    error = classify_response(429, {"error_code": "RATE_LIMIT_EXCEEDED", **body},
-                              retry_after=header)
+    error = classify_response(
+        429, {"error_code": "RATE_LIMIT_EXCEEDED", **body}, retry_after=header
+    )
     assert error.code is C.RATE_LIMITED
     assert error.retry_after == expected
 
@@ -141,8 +274,12 @@ def test_error_keeps_the_mes_detail_and_serialises() -> None:
 
 @pytest.mark.parametrize(
     ("kind", "sent", "code"),
-    [("timeout", True, C.TIMEOUT), ("timeout", False, C.TIMEOUT),
-     ("network", True, C.NETWORK), ("network", False, C.NETWORK)],
+    [
+        ("timeout", True, C.TIMEOUT),
+        ("timeout", False, C.TIMEOUT),
+        ("network", True, C.NETWORK),
+        ("network", False, C.NETWORK),
+    ],
 )
 def test_classify_transport(kind: str, sent: bool, code: MesErrorCode) -> None:
     error = classify_transport(kind, sent=sent, detail="x")

@@ -29,12 +29,20 @@ def test_format_utc_converts_to_z() -> None:
 @pytest.mark.parametrize(
     "request_",
     [
-        StartProcess(wip_id="WIP-KR01PSA261102-001", process=1, operator_id=2, started_at=T0,
-                     equipment_id=3),
-        CompleteProcess(wip_id="WIP-KR01PSA261102-001", process=6, operator_id=2,
-                        result=Result.FAIL, started_at=T0, completed_at=T0 + timedelta(minutes=2),
-                        measurements={"torque_nm": 1.5, "lots": {"a": "b"}}, defects=["DEF001"],
-                        notes="scratch"),
+        StartProcess(
+            wip_id="WIP-KR01PSA261102-001", process=1, operator_id=2, started_at=T0, equipment_id=3
+        ),
+        CompleteProcess(
+            wip_id="WIP-KR01PSA261102-001",
+            process=6,
+            operator_id=2,
+            result=Result.FAIL,
+            started_at=T0,
+            completed_at=T0 + timedelta(minutes=2),
+            measurements={"torque_nm": 1.5, "lots": {"a": "b"}},
+            defects=["DEF001"],
+            notes="scratch",
+        ),
         ConvertToSerial(wip_id="WIP-KR01PSA261102-001", operator_id=2, notes="ok"),
     ],
 )
@@ -44,15 +52,15 @@ def test_requests_round_trip_through_json(request_: object) -> None:
 
 
 def test_stored_times_are_utc_with_z() -> None:
-    start = StartProcess(wip_id="W", process=1, operator_id=1,
-                         started_at=datetime(2026, 11, 26, 18, 0, tzinfo=KST))
+    start = StartProcess(
+        wip_id="W", process=1, operator_id=1, started_at=datetime(2026, 11, 26, 18, 0, tzinfo=KST)
+    )
     assert start.model_dump(mode="json")["started_at"] == "2026-11-26T09:00:00Z"
 
 
 def test_naive_datetimes_are_refused() -> None:
     with pytest.raises(ValidationError, match="timezone"):
-        StartProcess(wip_id="W", process=1, operator_id=1,
-                     started_at=datetime(2026, 11, 26, 9, 0))  # noqa: DTZ001
+        StartProcess(wip_id="W", process=1, operator_id=1, started_at=datetime(2026, 11, 26, 9, 0))  # noqa: DTZ001
 
 
 @pytest.mark.parametrize(
@@ -71,11 +79,17 @@ def test_notes_longer_than_the_mes_accepts_are_refused() -> None:
 
 
 def test_trace_results_for_a_process() -> None:
-    trace = WipTrace.model_validate({
-        "wip_id": "W", "status": "FAILED", "unknown": 1,
-        "process_history": [{"process_number": 1, "result": "pass"},
-                            {"process_number": 2, "result": "FAIL"},
-                            {"process_number": 1, "result": "FAIL"}],
-    })
+    trace = WipTrace.model_validate(
+        {
+            "wip_id": "W",
+            "status": "FAILED",
+            "unknown": 1,
+            "process_history": [
+                {"process_number": 1, "result": "pass"},
+                {"process_number": 2, "result": "FAIL"},
+                {"process_number": 1, "result": "FAIL"},
+            ],
+        }
+    )
     assert trace.results_for(1) == ["PASS", "FAIL"]
     assert trace.results_for(3) == []

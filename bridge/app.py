@@ -1,0 +1,85 @@
+"""`station-bridge run`: the whole bridge, wired in one place.
+
+stations, tablets ──MQTT──► MqttLink ──► Lifecycle.handle ──► Store (disk) ──► ack
+serial gauges ──► GaugeReader ──► GaugeEvents ──► Lifecycle.measured
+                                    Lifecycle ──► Outbox ──► Dispatcher ──► MesClient ──► MES
+                result topics ◄── MqttLink.publish ◄── Lifecycle (outcomes, status)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+from devices import GaugeReader
+
+from .broker import EmbeddedBroker
+from .config import BridgeConfig, MqttConfig
+from .gauges import GaugeEvents
+from .lifecycle import Lifecycle
+from .mes import MesClient
+from .mqtt import MqttLink
+from .store import Store
+from .topics import Topics
+
+_log = logging.getLogger(__name__)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@contextlib.asynccontextmanager
+async def _broker(config: MqttConfig) -> AsyncIterator[MqttConfig]:
+    """The broker to connect to: the configured one, or an embedded one started here."""
+    if not config.embedded:
+        yield config
+        return
+    async with EmbeddedBroker(host=config.host, port=config.port) as broker:
+        _log.info("embedded MQTT broker on %s:%s", broker.host, broker.port)
+        yield config.model_copy(update={"port": broker.port})
+
+
+async def run_bridge(config: BridgeConfig, *, ready: asyncio.Event | None = None) -> None:
+    """Run until cancelled (SIGTERM and SIGINT cancel it in `main`)."""
+    store = Store(config.data_dir / "store")
+    async with _broker(config.mqtt) as mqtt, MesClient(config.mes) as mes:
+        link = MqttLink(mqtt, client_id=config.client_id, bridge_id=config.bridge_id)
+        lifecycle = Lifecycle(config, mes=mes, store=store, publish=link.publish, clock=utc_now)
+        try:
+            dispatcher = await lifecycle.load()
+            gauges = GaugeEvents(lifecycle, topics=Topics(mqtt.topic_prefix), publish=link.publish)
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(
+                    link.run(lifecycle.handle, on_connect=lifecycle.publish_all_status),
+                    name="mqtt",
+                )
+                tasks.create_task(dispatcher.run(), name="dispatcher")
+                for device in config.devices:
+                    reader = GaugeReader(device, gauges, clock=utc_now)
+                    tasks.create_task(reader.run(), name=f"gauge {device.name}")
+                if ready is not None:
+                    await link.connected.wait()
+                    ready.set()
+        finally:
+            await store.close()
+
+
+def main(config: BridgeConfig) -> int:
+    """Run the bridge in this process; SIGTERM or Ctrl-C stop it cleanly."""
+
+    async def supervised() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await run_bridge(config)
+
+    asyncio.run(supervised())
+    return 0

@@ -1,0 +1,62 @@
+"""What an attempt's outcome means for an outbox entry (pure).
+
+- Transient (network, timeout, 5xx, 429, login): try again after a capped exponential backoff
+  with jitter; 429's `Retry-After` is honoured.
+- Permanent (business rules, validation): dead-letter, with the reason.
+- A resend after an attempt with an unknown outcome that the MES refuses as a repeat — a
+  duplicate PASS, an already converted WIP — was delivered the first time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from .mes import CompleteProcess, ConvertToSerial, MesError, MesErrorCode, Result
+from .outbox import Entry
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    min_s: float
+    max_s: float
+
+    def delay(self, attempts: int, jitter: float) -> float:
+        """Seconds before attempt `attempts + 1`; `jitter` in [0, 1) spreads retries of many
+        entries so that they do not all hit a recovering MES at the same moment."""
+        # The exponent stops growing long before the cap matters (2**30 > any max_s / min_s).
+        ceiling = min(self.max_s, self.min_s * 2.0 ** min(max(attempts - 1, 0), 30))
+        return ceiling * (0.5 + jitter / 2)
+
+
+@dataclass(frozen=True)
+class Retry:
+    at: datetime
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    error: MesError
+
+
+def was_delivered_before(entry: Entry, error: MesError) -> bool:
+    """A refusal that proves an earlier, unanswered attempt of this entry got through."""
+    if not entry.maybe_applied:
+        return False
+    request = entry.request
+    if isinstance(request, CompleteProcess):
+        return error.code is MesErrorCode.DUPLICATE_PASS and request.result is Result.PASS
+    if isinstance(request, ConvertToSerial):
+        return error.code is MesErrorCode.ALREADY_CONVERTED
+    return False
+
+
+def after_failure(
+    entry: Entry, error: MesError, *, policy: RetryPolicy, now: datetime, jitter: float
+) -> Retry | GiveUp:
+    if not error.retryable:
+        return GiveUp(error)
+    delay = policy.delay(entry.attempts, jitter)
+    if error.retry_after is not None:
+        delay = max(delay, error.retry_after)
+    return Retry(at=now + timedelta(seconds=delay))

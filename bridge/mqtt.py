@@ -1,0 +1,147 @@
+"""The bridge's MQTT connection: subscribe, hand each message over, acknowledge it once handled.
+
+- A fixed client id, a persistent session (`clean_session=False`) and QoS 1 subscriptions: what
+  the stations send while the bridge is down waits at the broker and arrives after a restart.
+- Manual acknowledgement: a QoS 1 message is acknowledged only after the handler returned,
+  i.e. after its effect is on disk. A crash in between means the broker sends it again.
+- `bridge/{id}/availability` is `online` (retained) while connected, and the broker publishes the
+  last will `offline` when the bridge vanishes without saying goodbye.
+- Outgoing messages wait in a bounded queue while the broker is away and go out on reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiomqtt
+
+from .config import MqttConfig
+from .topics import Topics
+
+_log = logging.getLogger(__name__)
+
+Handler = Callable[[str, bytes], Awaitable[None]]
+
+_QUEUE_LIMIT = 10_000  # outgoing messages kept while disconnected (outcomes, not records)
+
+
+class MqttLink:
+    def __init__(
+        self,
+        config: MqttConfig,
+        *,
+        client_id: str,
+        bridge_id: str,
+    ) -> None:
+        self._config = config
+        self._client_id = client_id
+        self._topics = Topics(config.topic_prefix)
+        self._availability = self._topics.availability(bridge_id)
+        self._outgoing: deque[tuple[str, bytes, bool]] = deque(maxlen=_QUEUE_LIMIT)
+        self._has_outgoing = asyncio.Event()
+        self.connected = asyncio.Event()
+
+    def publish(self, topic: str, payload: dict[str, Any], *, retain: bool = False) -> None:
+        """Queue a QoS 1 message; it is sent as soon as the broker is connected."""
+        if len(self._outgoing) == self._outgoing.maxlen:
+            _log.warning("outgoing queue full while the broker is away: oldest message dropped")
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        self._outgoing.append((topic, body, retain))
+        self._has_outgoing.set()
+
+    async def run(self, handler: Handler, *, on_connect: Callable[[], None]) -> None:
+        """Stay connected until cancelled, reconnecting with backoff. `handler` gets each
+        message (topic, payload) and returns once it may be acknowledged; `on_connect` runs
+        after every (re)connect."""
+        failures = 0
+        while True:
+            try:
+                await self._session(handler, on_connect)
+            except aiomqtt.MqttError as error:
+                self.connected.clear()
+                failures += 1
+                delay = min(self._config.reconnect_max_s, 0.5 * 2 ** min(failures, 10))
+                delay *= 0.5 + random.random() / 2
+                _log.warning(
+                    "MQTT broker %s:%s: %s; reconnecting in %.1f s",
+                    self._config.host,
+                    self._config.port,
+                    error,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+            else:
+                failures = 0
+
+    async def _session(self, handler: Handler, on_connect: Callable[[], None]) -> None:
+        password = self._config.password.get_secret_value() if self._config.password else None
+        client = aiomqtt.Client(
+            self._config.host,
+            self._config.port,
+            username=self._config.username,
+            password=password,
+            identifier=self._client_id,
+            clean_session=False,
+            keepalive=self._config.keepalive_s,
+            will=aiomqtt.Will(self._availability, b"offline", qos=1, retain=True),
+        )
+        # aiomqtt 2.x has no public manual-ack switch yet (aiomqtt issue #345); paho underneath
+        # has one. Without it paho acknowledges before the handler ran, and a crash then loses
+        # the message.
+        client._client.manual_ack_set(True)
+        async with client:
+            await client.publish(self._availability, b"online", qos=1, retain=True)
+            for topic in self._topics.subscriptions():
+                await client.subscribe(topic, qos=1)
+            _log.info(
+                "MQTT connected to %s:%s as %s",
+                self._config.host,
+                self._config.port,
+                self._client_id,
+            )
+            self.connected.set()
+            on_connect()
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self._send(client))
+                    tasks.create_task(self._receive(client, handler))
+            except* aiomqtt.MqttError as group:
+                raise group.exceptions[0] from None
+            finally:
+                self.connected.clear()
+                with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                    # A clean disconnect sends no will: say it ourselves.
+                    await client.publish(
+                        self._availability, b"offline", qos=1, retain=True, timeout=2
+                    )
+
+    async def _receive(self, client: aiomqtt.Client, handler: Handler) -> None:
+        async for message in client.messages:
+            payload = message.payload
+            raw = payload if isinstance(payload, bytes) else str(payload).encode()
+            try:
+                await handler(message.topic.value, raw)
+            except Exception:
+                # A bug must not wedge the session on one message: log it and move on.
+                _log.exception("handling a message on %s failed", message.topic.value)
+            client._client.ack(message.mid, message.qos)
+
+    async def _send(self, client: aiomqtt.Client) -> None:
+        while True:
+            await self._has_outgoing.wait()
+            while self._outgoing:
+                topic, body, retain = self._outgoing[0]
+                # No timeout: Python 3.11's wait_for can swallow a cancellation that meets a
+                # completed publish, and the session would never end. A dead connection fails
+                # the publish anyway (keepalive).
+                await client.publish(topic, body, qos=1, retain=retain, timeout=math.inf)
+                self._outgoing.popleft()
+            self._has_outgoing.clear()

@@ -1,0 +1,182 @@
+"""The outbox's records and their order (pure: the disk is `bridge.store`).
+
+Every MES request is an `Entry` from the moment it is decided until the MES gave a definite
+outcome: delivered (the entry is removed) or refused for good (it stays, as a dead letter with its
+reason). Entries of one WIP go out strictly in `seq` order; entries of different WIPs do not wait
+for each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from .mes.models import MesRequest, UtcDatetime
+from .station import Batch
+
+
+class Entry(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seq: int
+    request: MesRequest
+    station_id: str
+    batch_id: str | None = None
+    enqueued_at: UtcDatetime
+    attempts: int = 0
+    # An attempt was under way (or its answer was lost): the MES may hold the request already,
+    # so the next attempt asks the MES first instead of sending blindly.
+    in_flight: bool = False
+    maybe_applied: bool = False
+    next_attempt_at: UtcDatetime | None = None
+    last_error: dict[str, Any] | None = None
+    # The tablet was already told this went to the queue (…_OFFLINE): report its delivery on
+    # `result/synced` rather than as a live answer.
+    announced: bool = False
+    dead_at: UtcDatetime | None = None
+    dead_reason: dict[str, Any] | None = None
+
+    @property
+    def wip_id(self) -> str:
+        return self.request.wip_id
+
+    @property
+    def action(self) -> str:
+        return self.request.kind
+
+    @property
+    def dead(self) -> bool:
+        return self.dead_at is not None
+
+    def key(self) -> str:
+        return f"outbox/{self.seq:012d}"
+
+    def describe(self) -> str:
+        request = self.request
+        process = f" process {request.process}" if hasattr(request, "process") else ""
+        return f"#{self.seq} {request.kind}{process} {request.wip_id}"
+
+
+def batch_key(batch_id: str) -> str:
+    return f"batch/{batch_id}"
+
+
+@dataclass
+class Change:
+    """Writes that must reach the disk together (one transaction), then the memory."""
+
+    entries: list[Entry] = field(default_factory=list)
+    batches: list[Batch] = field(default_factory=list)
+    dropped_batches: list[str] = field(default_factory=list)
+    dropped_entries: list[Entry] = field(default_factory=list)
+
+    def writes(self) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        for batch_id in self.dropped_batches:
+            out[batch_key(batch_id)] = None
+        for entry in self.dropped_entries:
+            out[entry.key()] = None
+        for batch in self.batches:
+            out[batch_key(batch.batch_id)] = batch.model_dump_json()
+        for entry in self.entries:
+            out[entry.key()] = entry.model_dump_json()
+        return out
+
+    def __bool__(self) -> bool:
+        return bool(self.entries or self.batches or self.dropped_batches or self.dropped_entries)
+
+
+class Outbox:
+    """Pending and dead-lettered entries, in order."""
+
+    def __init__(self, entries: Iterable[Entry] = ()) -> None:
+        self._entries = {entry.seq: entry for entry in entries}
+        self._next_seq = max(self._entries, default=0) + 1
+
+    def new_seq(self) -> int:
+        seq = self._next_seq
+        self._next_seq += 1
+        return seq
+
+    def apply(self, change: Change) -> None:
+        for entry in change.dropped_entries:
+            self._entries.pop(entry.seq, None)
+        for entry in change.entries:
+            self._entries[entry.seq] = entry
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(sorted(self._entries.values(), key=lambda entry: entry.seq))
+
+    def get(self, seq: int) -> Entry | None:
+        return self._entries.get(seq)
+
+    def pending(self) -> list[Entry]:
+        return [entry for entry in self if not entry.dead]
+
+    def dead(self) -> list[Entry]:
+        return [entry for entry in self if entry.dead]
+
+    def pending_count(self, station_id: str | None = None) -> int:
+        return sum(
+            1
+            for entry in self._entries.values()
+            if not entry.dead and (station_id is None or entry.station_id == station_id)
+        )
+
+    def head(self, wip_id: str) -> Entry | None:
+        """The next entry of this WIP to deliver: nothing after it may go before it does."""
+        return next((e for e in self if not e.dead and e.wip_id == wip_id), None)
+
+    def waiting_wips(self) -> set[str]:
+        return {entry.wip_id for entry in self._entries.values() if not entry.dead}
+
+    def stalled(self, wip_id: str) -> bool:
+        """Whether this WIP's queue already failed an attempt (so a new entry waits behind it)."""
+        head = self.head(wip_id)
+        return head is not None and head.last_error is not None
+
+    def same_batch_after(self, entry: Entry) -> list[Entry]:
+        """Later pending entries of the same batch: they depend on this one."""
+        if entry.batch_id is None:
+            return []
+        return [
+            other
+            for other in self
+            if not other.dead and other.seq > entry.seq and other.batch_id == entry.batch_id
+        ]
+
+
+def load_state(rows: dict[str, str]) -> tuple[dict[str, Batch], Outbox]:
+    """Active batches and the outbox from what the store holds."""
+    batches: dict[str, Batch] = {}
+    entries: list[Entry] = []
+    for key, text in rows.items():
+        if key.startswith("batch/"):
+            batch = Batch.model_validate_json(text)
+            batches[batch.batch_id] = batch
+        elif key.startswith("outbox/"):
+            entries.append(Entry.model_validate_json(text))
+    return batches, Outbox(entries)
+
+
+def new_entry(
+    outbox: Outbox,
+    request: MesRequest,
+    *,
+    station_id: str,
+    batch_id: str | None,
+    now: datetime,
+    announced: bool = False,
+) -> Entry:
+    return Entry(
+        seq=outbox.new_seq(),
+        request=request,
+        station_id=station_id,
+        batch_id=batch_id,
+        enqueued_at=now,
+        announced=announced,
+    )

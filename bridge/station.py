@@ -1,0 +1,137 @@
+"""Batches: what runs on a station between 착공 and 완공 (pure: no clock, no disk, no sockets).
+
+A batch is one WIP on one process at one station. The functions here take the active batches and
+an inbound payload and return the new batch, the 완공 to send, or a `Problem` saying why not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .config import StationConfig
+from .mes.models import CompleteProcess, UtcDatetime, format_utc
+from .messages import BatchComplete, BatchStart
+from .problems import Problem, ProblemCode
+from .results import Measured, decide, unique
+
+
+class Batch(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    batch_id: str
+    station_id: str
+    wip_id: str
+    process: int
+    operator_id: int
+    equipment_id: int | None = None
+    started_at: UtcDatetime
+    measurements: dict[str, Measured] = Field(default_factory=dict)
+    defects: list[str] = Field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """The batch as the station's status topic shows it."""
+        return {
+            "batch_id": self.batch_id,
+            "wip_id": self.wip_id,
+            "process_id": self.process,
+            "started_at": format_utc(self.started_at),
+            "measurements": len(self.measurements),
+        }
+
+
+def open_batch(
+    active: Iterable[Batch],
+    station: StationConfig,
+    start: BatchStart,
+    *,
+    batch_id: str,
+    now: datetime,
+) -> Batch | Problem:
+    """A new batch for a scanned WIP, unless the station or the WIP cannot take it now."""
+    if station.processes is not None and start.process_id not in station.processes:
+        return Problem(
+            ProblemCode.PROCESS_NOT_AT_STATION,
+            f"station {station.id} runs processes {station.processes}, not {start.process_id}",
+        )
+    for batch in active:
+        if batch.batch_id == batch_id:
+            return Problem(ProblemCode.DUPLICATE_BATCH, f"batch {batch_id} is already running")
+        if batch.wip_id == start.wip_id:
+            return Problem(
+                ProblemCode.WIP_BUSY,
+                f"{start.wip_id} is in batch {batch.batch_id} "
+                f"(process {batch.process} at station {batch.station_id}): "
+                "complete or abort it first",
+            )
+    return Batch(
+        batch_id=batch_id,
+        station_id=station.id,
+        wip_id=start.wip_id,
+        process=start.process_id,
+        operator_id=start.operator_id,
+        equipment_id=start.equipment_id or station.equipment_id,
+        started_at=start.started_at or now,
+    )
+
+
+def select_batch(active: Iterable[Batch], station_id: str, batch_id: str | None) -> Batch | Problem:
+    """The batch a message is for: the one named, or the station's only active batch."""
+    here = [batch for batch in active if batch.station_id == station_id]
+    if batch_id is not None:
+        named = next((batch for batch in here if batch.batch_id == batch_id), None)
+        if named is None:
+            return Problem(
+                ProblemCode.UNKNOWN_BATCH, f"no batch {batch_id} is running on station {station_id}"
+            )
+        return named
+    if not here:
+        return Problem(ProblemCode.NO_ACTIVE_BATCH, f"station {station_id} has no active batch")
+    if len(here) > 1:
+        ids = ", ".join(batch.batch_id for batch in here)
+        return Problem(ProblemCode.SEVERAL_ACTIVE_BATCHES, f"active batches: {ids}")
+    return here[0]
+
+
+def record(batch: Batch, values: Mapping[str, Measured], *, defects: Iterable[str] = ()) -> Batch:
+    """The batch with these measurements gathered; a repeated name keeps its latest value."""
+    return batch.model_copy(
+        update={
+            "measurements": {**batch.measurements, **values},
+            "defects": unique([*batch.defects, *defects]),
+        }
+    )
+
+
+def close_batch(
+    batch: Batch, complete: BatchComplete, station: StationConfig, *, now: datetime
+) -> CompleteProcess | Problem:
+    """The 완공 for a batch: the stated result, or one decided from the station's limits."""
+    completed_at = complete.completed_at or now
+    if completed_at < batch.started_at:
+        return Problem(
+            ProblemCode.INVALID_PAYLOAD,
+            f"completed_at {completed_at.isoformat()} is before the batch started "
+            f"({batch.started_at.isoformat()})",
+        )
+    verdict = decide(
+        measured=batch.measurements,
+        reported_defects=[*batch.defects, *complete.defects],
+        limits=station.limits.get(batch.process, {}),
+        stated=complete.result,
+        cycle_time_ms=round((completed_at - batch.started_at).total_seconds() * 1000),
+    )
+    return CompleteProcess(
+        wip_id=batch.wip_id,
+        process=batch.process,
+        operator_id=batch.operator_id,
+        result=verdict.result,
+        started_at=batch.started_at,
+        completed_at=completed_at,
+        measurements=verdict.measurements,
+        defects=verdict.defects,
+        notes=complete.notes,
+    )

@@ -1,0 +1,96 @@
+"""The bridge's disk: active batches and the outbox, in one diskcache (SQLite) directory.
+
+Settings that make it a queue rather than a cache: nothing is ever evicted, every commit is synced
+to disk before it returns (a power cut loses nothing that was acknowledged), and values are JSON
+text, never pickles (readable with `sqlite3`, and safe to load). diskcache is synchronous, so all
+of its calls run on one worker thread, in order, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import diskcache
+
+_T = TypeVar("_T")
+
+SETTINGS: dict[str, Any] = {
+    "eviction_policy": "none",
+    "sqlite_synchronous": 2,  # FULL: fsync on every commit
+}
+
+
+class StoreError(Exception):
+    """The disk refused a write (full, read-only, corrupt): nothing of that change was kept."""
+
+
+class Store:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._cache: diskcache.Cache | None = None
+
+    async def open(self) -> dict[str, str]:
+        """Open (or create) the store; returns everything it holds, key -> JSON text."""
+
+        def opened() -> dict[str, str]:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._cache = diskcache.Cache(str(self.directory), **SETTINGS)
+            return read_all(self._cache)
+
+        return await self._run(opened)
+
+    async def commit(self, writes: Mapping[str, str | None]) -> None:
+        """Write all of these (None deletes) in one transaction, synced before returning."""
+
+        def write() -> None:
+            cache = self._require()
+            with cache.transact():
+                for key, value in writes.items():
+                    if value is None:
+                        cache.delete(key)
+                    else:
+                        cache.set(key, value)
+
+        if writes:
+            await self._run(write)
+
+    async def close(self) -> None:
+        if self._cache is not None:
+            cache, self._cache = self._cache, None
+            await self._run(cache.close)
+        self._executor.shutdown(wait=True)
+
+    def _require(self) -> diskcache.Cache:
+        if self._cache is None:
+            raise StoreError("the store is not open")
+        return self._cache
+
+    async def _run(self, work: Callable[[], _T]) -> _T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+        except StoreError:
+            raise
+        except Exception as error:  # sqlite3 and OSError both surface here
+            raise StoreError(f"{self.directory}: {type(error).__name__}: {error}") from error
+
+
+def read_all(cache: diskcache.Cache) -> dict[str, str]:
+    rows: dict[str, str] = {}
+    for key in cache.iterkeys():
+        value = cache.get(key)
+        if isinstance(key, str) and isinstance(value, str):
+            rows[key] = value
+    return rows
+
+
+def read_directory(directory: Path) -> dict[str, str]:
+    """What a store holds, for `station-bridge outbox list` (safe while the bridge runs)."""
+    if not directory.is_dir():
+        raise StoreError(f"{directory}: no bridge data here (is data_dir right?)")
+    with diskcache.Cache(str(directory), **SETTINGS) as cache:
+        return read_all(cache)

@@ -1,0 +1,73 @@
+"""Every MQTT topic the bridge reads or writes is named here, and nowhere else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Inbound(StrEnum):
+    """What a station, PLC or tablet may send; the value is the topic below `station/{sid}/`."""
+
+    START = "batch/start"
+    MEASUREMENT = "measurement"
+    COMPLETE = "batch/complete"
+    ABORT = "batch/abort"
+    CONVERT = "wip/convert"
+
+
+class ResultKind(StrEnum):
+    """The outcome topics below `station/{sid}/result/`."""
+
+    STARTED = "started"
+    COMPLETED = "completed"
+    SERIAL = "serial"
+    ERROR = "error"
+    SYNCED = "synced"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names under an optional prefix (`plant1/line2` -> `plant1/line2/station/3/...`)."""
+
+    prefix: str = ""
+
+    def _full(self, path: str) -> str:
+        return f"{self.prefix}/{path}" if self.prefix else path
+
+    def subscriptions(self) -> list[str]:
+        return [self._full(f"station/+/{kind.value}") for kind in Inbound]
+
+    def parse(self, topic: str) -> tuple[str, Inbound] | None:
+        """(station id, kind) for an inbound topic, None for anything else."""
+        head = f"{self.prefix}/" if self.prefix else ""
+        if not topic.startswith(head):
+            return None
+        parts = topic[len(head) :].split("/", 2)
+        if len(parts) != 3 or parts[0] != "station" or not parts[1]:
+            return None
+        try:
+            return parts[1], Inbound(parts[2])
+        except ValueError:
+            return None
+
+    def inbound(self, station_id: str, kind: Inbound) -> str:
+        return self._full(f"station/{station_id}/{kind.value}")
+
+    def result(self, station_id: str, kind: ResultKind) -> str:
+        return self._full(f"station/{station_id}/result/{kind.value}")
+
+    def results(self, station_id: str = "+") -> str:
+        return self._full(f"station/{station_id}/result/+")
+
+    def status(self, station_id: str) -> str:
+        return self._full(f"station/{station_id}/status")
+
+    def live(self, station_id: str) -> str:
+        return self._full(f"station/{station_id}/measurement/live")
+
+    def device_status(self, station_id: str, device: str) -> str:
+        return self._full(f"station/{station_id}/device/{device}/status")
+
+    def availability(self, bridge_id: str) -> str:
+        return self._full(f"bridge/{bridge_id}/availability")

@@ -1,0 +1,283 @@
+"""The bridge end to end over a real broker (Mosquitto) and the simulated MES over loopback HTTP:
+a tablet's scan becomes 착공, measurements gather, the end becomes 완공, and every outcome is
+published where the tablet listens."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.config import BridgeConfig
+from bridge.topics import Inbound, ResultKind
+from mes_sim import MesSimulator
+
+from .harness import (
+    MOSQUITTO,
+    OPERATOR,
+    Tablet,
+    bridge_config,
+    event,
+    ledger_rows,
+    mosquitto_running,
+    running,
+)
+
+pytestmark = pytest.mark.skipif(not mosquitto_running(), reason="Mosquitto is not running")
+
+R = ResultKind
+
+
+def make_config(sim: MesSimulator, tmp_path: Path, **overrides: Any) -> BridgeConfig:
+    host, port = MOSQUITTO
+    return bridge_config(sim, tmp_path / "data", host=host, port=port, **overrides)
+
+
+@pytest.fixture
+async def tablet(sim: MesSimulator, tmp_path: Path) -> AsyncIterator[Tablet]:
+    config = make_config(sim, tmp_path)
+    async with Tablet(config) as tablet, running(config):
+        yield tablet
+
+
+def start(wip: str, process: int = 1, **extra: Any) -> dict[str, Any]:
+    return {"wip_id": wip, "process_id": process, "operator_id": OPERATOR, **extra}
+
+
+async def test_start_measure_complete_reaches_the_mes(tablet: Tablet, sim: MesSimulator) -> None:
+    wip = sim.wip_ids[0]
+    await tablet.send("1", Inbound.START, start(wip))
+    started = await tablet.expect("1", R.STARTED)
+    assert started["event"] == "PROCESS_STARTED"
+    assert started["wip_id"] == wip and started["process_id"] == 1 and started["batch_id"]
+    assert "공정 1" in started["message_ko"]
+
+    await tablet.send("1", Inbound.MEASUREMENT, {"name": "torque_nm", "value": 1.5, "unit": "Nm"})
+    await tablet.send("1", Inbound.MEASUREMENT, {"measurements": {"voltage_v": 3.7}})
+    await tablet.send("1", Inbound.COMPLETE, {"result": "PASS"})
+    done = await tablet.expect("1", R.COMPLETED)
+    assert done["event"] == "SEQUENCE_COMPLETE"
+    assert done["result"] == "PASS" and done["wip_status"] == "IN_PROGRESS"
+    assert done["can_convert"] is False and done["batch_id"] == started["batch_id"]
+
+    [row] = ledger_rows(sim, wip)
+    assert row["process_number"] == 1 and row["result"] == "PASS"
+    assert row["measurements"]["torque_nm"] == 1.5 and row["measurements"]["voltage_v"] == 3.7
+    assert row["measurements"]["cycle_time_ms"] >= 0
+    assert [s["operator_id"] for s in sim.ledger()["starts"] if s["wip_id"] == wip] == [OPERATOR]
+
+
+async def test_a_rejected_start_reaches_the_tablet_and_the_batch_does_not_run(
+    tablet: Tablet, sim: MesSimulator
+) -> None:
+    wip = sim.wip_ids[1]
+    await tablet.send("2", Inbound.START, start(wip, 3))  # process 2 has no PASS yet
+    error = await tablet.expect("2", R.ERROR)
+    assert error["event"] == "SEQUENCE_ERROR"
+    assert error["error"]["code"] == "PREREQUISITE_NOT_MET"
+    assert error["error"]["message_ko"] == "이전 공정을 먼저 완료하세요"
+    assert tablet.results("2", R.STARTED) == []
+
+    await tablet.send("2", Inbound.MEASUREMENT, {"name": "x", "value": 1})
+    refused = await tablet.expect(
+        "2", R.ERROR, where=lambda p: p["error"]["code"] != "PREREQUISITE_NOT_MET"
+    )
+    assert refused["error"]["code"] == "NO_ACTIVE_BATCH"
+
+
+async def run_process(
+    tablet: Tablet, station: str, wip: str, process: int, **complete: Any
+) -> None:
+    await tablet.send(station, Inbound.START, start(wip, process, batch_id=f"{wip}-{process}"))
+    await tablet.send(
+        station,
+        Inbound.MEASUREMENT,
+        {"batch_id": f"{wip}-{process}", "name": "torque_nm", "value": 1.0 + process},
+    )
+    await tablet.send(
+        station, Inbound.COMPLETE, {"batch_id": f"{wip}-{process}", "result": "PASS", **complete}
+    )
+
+
+async def test_offline_work_is_queued_and_delivered_once_when_the_mes_is_back(
+    tablet: Tablet, sim: MesSimulator
+) -> None:
+    wip = sim.wip_ids[2]
+    sim.set_faults(mode="unavailable")
+    await run_process(tablet, "1", wip, 1)
+    started = await tablet.expect("1", R.STARTED)
+    assert started["event"] == "PROCESS_STARTED_OFFLINE"
+    assert "오프라인" in started["message_ko"]
+    done = await tablet.expect("1", R.COMPLETED)
+    assert done["event"] == "SEQUENCE_COMPLETE_OFFLINE" and done["result"] == "PASS"
+    status = await tablet.status(
+        "1", lambda s: s["outbox"]["pending"] == 2 and s["mes"] == "offline"
+    )
+    assert status["state"] == "idle"
+    assert ledger_rows(sim, wip) == []
+
+    sim.set_faults(mode="ok")
+    synced = await tablet.expect("1", R.SYNCED, where=lambda p: p["action"] == "complete")
+    assert synced["event"] == "SYNCED" and synced["wip_status"] == "IN_PROGRESS"
+    await tablet.expect("1", R.SYNCED, where=lambda p: p["action"] == "start")
+    await tablet.status("1", lambda s: s["outbox"]["pending_total"] == 0)
+    [row] = ledger_rows(sim, wip)
+    assert row["result"] == "PASS" and row["measurements"]["torque_nm"] == 2.0
+
+
+async def test_a_lost_answer_is_not_recorded_twice(tablet: Tablet, sim: MesSimulator) -> None:
+    wip = sim.wip_ids[3]
+    sim.set_faults(mode="drop_response", path_contains="complete-process", times=1)
+    await run_process(tablet, "1", wip, 1)
+    await tablet.expect("1", R.STARTED, where=event("PROCESS_STARTED"))
+    await tablet.expect("1", R.COMPLETED, where=event("SEQUENCE_COMPLETE_OFFLINE"))
+    synced = await tablet.expect("1", R.SYNCED)
+    assert synced["action"] == "complete" and synced["wip_status"] == "IN_PROGRESS"
+    assert [row["result"] for row in ledger_rows(sim, wip)] == ["PASS"]
+
+
+async def test_a_refused_queued_start_blocks_its_complete(
+    tablet: Tablet, sim: MesSimulator
+) -> None:
+    wip = sim.wip_ids[4]
+    sim.set_faults(mode="unavailable")
+    await run_process(tablet, "2", wip, 3)  # process 2 never passed: the MES will refuse
+    await tablet.expect("2", R.COMPLETED, where=event("SEQUENCE_COMPLETE_OFFLINE"))
+    sim.set_faults(mode="ok")
+    refused = await tablet.expect("2", R.ERROR, where=lambda p: p.get("action") == "start")
+    assert refused["error"]["code"] == "PREREQUISITE_NOT_MET"
+    blocked = await tablet.expect("2", R.ERROR, where=lambda p: p.get("action") == "complete")
+    assert blocked["error"]["code"] == "BLOCKED" and blocked["batch_id"] == f"{wip}-3"
+    failed = await tablet.expect("2", R.SYNCED, where=event("SYNC_FAILED"))
+    assert failed["error"]["code"] == "PREREQUISITE_NOT_MET"
+    assert ledger_rows(sim, wip) == []
+    assert [s for s in sim.ledger()["starts"] if s["wip_id"] == wip] == []
+
+
+async def test_requests_of_one_wip_keep_their_order_while_wips_run_in_parallel(
+    tablet: Tablet, sim: MesSimulator
+) -> None:
+    wips = sim.wip_ids[5:9]
+    sim.set_faults(mode="unavailable")
+    for process in (1, 2, 3):
+        for station, wip in zip(("1", "2", "3", "1"), wips, strict=True):
+            await run_process(tablet, station, wip, process)
+    await tablet.status("1", lambda s: s["outbox"]["pending_total"] == 24)
+    sim.set_faults(mode="ok")
+    await tablet.status("1", lambda s: s["outbox"]["pending_total"] == 0, within=30)
+    for wip in wips:
+        rows = ledger_rows(sim, wip)
+        assert [(r["process_number"], r["result"]) for r in rows] == [
+            (1, "PASS"),
+            (2, "PASS"),
+            (3, "PASS"),
+        ]
+    assert not [p for p in tablet.results("1", R.ERROR) + tablet.results("2", R.ERROR)]
+
+
+@pytest.mark.parametrize(
+    ("station", "kind", "body", "code"),
+    [
+        ("1", Inbound.START, b"{not json", "INVALID_JSON"),
+        (
+            "1",
+            Inbound.START,
+            b'{"wip_id": "W", "process_id": "one", "operator_id": 2}',
+            "INVALID_PAYLOAD",
+        ),
+        (
+            "1",
+            Inbound.START,
+            b'{"wip_id": "W", "process_id": 1, "operator_id": 2, "shift": 3}',
+            "INVALID_PAYLOAD",
+        ),
+        ("1", Inbound.MEASUREMENT, b"[1, 2]", "INVALID_PAYLOAD"),
+        ("1", Inbound.MEASUREMENT, b'{"name": "x", "value": 1}', "NO_ACTIVE_BATCH"),
+        ("1", Inbound.COMPLETE, b'{"result": "MAYBE"}', "INVALID_PAYLOAD"),
+        (
+            "99",
+            Inbound.START,
+            b'{"wip_id": "W", "process_id": 1, "operator_id": 2}',
+            "UNKNOWN_STATION",
+        ),
+        (
+            "1",
+            Inbound.MEASUREMENT,
+            b'{"name": "x", "value": "' + b"x" * 70000 + b'"}',
+            "MESSAGE_TOO_LARGE",
+        ),
+    ],
+    ids=["json", "type", "extra-field", "array", "no-batch", "result", "station", "size"],
+)
+async def test_bad_input_gets_an_error_outcome_and_the_bridge_keeps_running(
+    tablet: Tablet, sim: MesSimulator, station: str, kind: Inbound, body: bytes, code: str
+) -> None:
+    await tablet.send(station, kind, body)
+    error = await tablet.expect(station, R.ERROR)
+    assert error["error"]["code"] == code and error["error"]["message_ko"]
+    wip = sim.wip_ids[9]
+    await tablet.send("1", Inbound.START, start(wip))
+    assert (await tablet.expect("1", R.STARTED))["wip_id"] == wip
+
+
+async def test_a_full_outbox_refuses_new_batches_but_keeps_every_record(
+    sim: MesSimulator, tmp_path: Path
+) -> None:
+    config = make_config(
+        sim,
+        tmp_path,
+        outbox={"max_pending": 2, "retry_min_s": 0.05, "retry_max_s": 0.2, "probe_interval_s": 0.1},
+    )
+    wip, other = sim.wip_ids[10], sim.wip_ids[11]
+    sim.set_faults(mode="unavailable")
+    async with Tablet(config) as tablet, running(config):
+        await run_process(tablet, "1", wip, 1)  # start + complete: two pending
+        await tablet.expect("1", R.COMPLETED, where=event("SEQUENCE_COMPLETE_OFFLINE"))
+        await tablet.send("2", Inbound.START, start(other))
+        refused = await tablet.expect("2", R.ERROR)
+        assert refused["error"]["code"] == "OUTBOX_FULL"
+        assert tablet.results("2", R.STARTED) == []
+        sim.set_faults(mode="ok")
+        await tablet.expect("1", R.SYNCED, where=lambda p: p["action"] == "complete")
+        await tablet.send("2", Inbound.START, start(other))
+        await tablet.expect("2", R.STARTED, where=event("PROCESS_STARTED"))
+    assert [row["result"] for row in ledger_rows(sim, wip)] == ["PASS"]
+
+
+async def test_active_batches_survive_a_restart(sim: MesSimulator, tmp_path: Path) -> None:
+    config = make_config(sim, tmp_path)
+    wip = sim.wip_ids[12]
+    async with Tablet(config) as tablet:
+        async with running(config):
+            await tablet.send("3", Inbound.START, start(wip, batch_id="b-restart"))
+            await tablet.expect("3", R.STARTED, where=event("PROCESS_STARTED"))
+            await tablet.send("3", Inbound.MEASUREMENT, {"name": "gap_mm", "value": 0.25})
+            await tablet.status(
+                "3", lambda s: [b["measurements"] for b in s["active_batches"]] == [1]
+            )
+        async with running(config):
+            await tablet.send("3", Inbound.COMPLETE, {})
+            done = await tablet.expect("3", R.COMPLETED)
+            assert done["batch_id"] == "b-restart" and done["result"] == "PASS"
+    [row] = ledger_rows(sim, wip)
+    assert row["measurements"]["gap_mm"] == 0.25
+
+
+async def test_messages_sent_while_the_bridge_is_down_arrive_after_it_restarts(
+    sim: MesSimulator, tmp_path: Path
+) -> None:
+    config = make_config(sim, tmp_path)
+    wip = sim.wip_ids[13]
+    async with Tablet(config) as tablet:
+        async with running(config):  # registers the persistent session and its subscriptions
+            pass
+        offline = await tablet.latest(
+            tablet.topics.availability(config.bridge_id), lambda p: p == "offline"
+        )
+        await run_process(tablet, "1", wip, 1)
+        async with running(config):
+            await tablet.expect("1", R.COMPLETED, where=event("SEQUENCE_COMPLETE"))
+    assert offline is not None
+    assert [row["result"] for row in ledger_rows(sim, wip)] == ["PASS"]

@@ -1,0 +1,396 @@
+"""bridge.outbox: the order of entries, Change's writes, and a reload of what was written."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from bridge.mes.models import (
+    CompleteProcess,
+    ConvertToSerial,
+    MesRequest,
+    Result,
+    StartProcess,
+)
+from bridge.outbox import Change, Entry, Outbox, batch_key, load_state, new_entry
+from bridge.results import Measured
+from bridge.station import Batch
+
+T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+KST = timezone(timedelta(hours=9))
+
+
+def start(wip: str = "WIP-1", process: int = 2) -> StartProcess:
+    return StartProcess(wip_id=wip, process=process, operator_id=7, started_at=T0)
+
+
+def complete(wip: str = "WIP-1", result: Result = Result.PASS) -> CompleteProcess:
+    return CompleteProcess(
+        wip_id=wip,
+        process=2,
+        operator_id=7,
+        result=result,
+        started_at=T0,
+        completed_at=T0 + timedelta(minutes=3),
+        measurements={"torque": 1.5, "curve": [1, 2, {"x": None}], "cycle_time_ms": 180_000},
+        defects=["SCRATCH"],
+        notes="노트 ok",
+    )
+
+
+def convert(wip: str = "WIP-1") -> ConvertToSerial:
+    return ConvertToSerial(wip_id=wip, operator_id=7, notes="final")
+
+
+def entry(seq: int, request: MesRequest, **fields: Any) -> Entry:
+    data: dict[str, Any] = {
+        "seq": seq,
+        "request": request,
+        "station_id": "s1",
+        "batch_id": "B1",
+        "enqueued_at": T0,
+    }
+    data.update(fields)
+    return Entry.model_validate(data)
+
+
+DEAD = {"dead_at": T0, "dead_reason": {"code": "VALIDATION"}}
+
+
+# -- head and order ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entries", "wip", "head"),
+    [
+        ([], "WIP-1", None),
+        ([entry(1, start())], "WIP-1", 1),
+        ([entry(3, convert()), entry(1, start()), entry(2, complete())], "WIP-1", 1),
+        ([entry(1, start("WIP-2")), entry(5, start())], "WIP-1", 5),
+        ([entry(1, start(), **DEAD), entry(2, complete())], "WIP-1", 2),
+        ([entry(1, start(), **DEAD), entry(2, complete(), **DEAD)], "WIP-1", None),
+        ([entry(1, start("WIP-2"))], "WIP-1", None),
+        ([entry(4, start(), **DEAD), entry(9, convert()), entry(7, complete())], "WIP-1", 7),
+    ],
+    ids=[
+        "empty",
+        "only-one",
+        "lowest-seq-whatever-the-input-order",
+        "other-wip-does-not-count",
+        "dead-head-skipped",
+        "all-dead",
+        "only-other-wips",
+        "dead-skipped-then-lowest",
+    ],
+)
+def test_head_is_the_lowest_pending_seq_of_the_wip(
+    entries: list[Entry], wip: str, head: int | None
+) -> None:
+    found = Outbox(entries).head(wip)
+    assert (found.seq if found is not None else None) == head
+
+
+def test_iteration_pending_and_dead_are_in_seq_order() -> None:
+    outbox = Outbox(
+        [
+            entry(3, convert()),
+            entry(1, start(), **DEAD),
+            entry(2, complete()),
+            entry(5, start("WIP-2"), **DEAD),
+        ]
+    )
+    assert [e.seq for e in outbox] == [1, 2, 3, 5]
+    assert [e.seq for e in outbox.pending()] == [2, 3]
+    assert [e.seq for e in outbox.dead()] == [1, 5]
+    assert outbox.get(3) is not None and outbox.get(4) is None
+
+
+@pytest.mark.parametrize(
+    ("entries", "wips"),
+    [
+        ([], set()),
+        ([entry(1, start()), entry(2, complete())], {"WIP-1"}),
+        ([entry(1, start()), entry(2, start("WIP-2"))], {"WIP-1", "WIP-2"}),
+        ([entry(1, start()), entry(2, start("WIP-2"), **DEAD)], {"WIP-1"}),
+        ([entry(1, start(), **DEAD)], set()),
+    ],
+    ids=["empty", "one-wip", "two-wips", "dead-wip-not-waiting", "only-dead"],
+)
+def test_waiting_wips(entries: list[Entry], wips: set[str]) -> None:
+    assert Outbox(entries).waiting_wips() == wips
+
+
+OUTBOX_FOR_COUNTS = [
+    entry(1, start(), station_id="s1"),
+    entry(2, complete(), station_id="s1"),
+    entry(3, start("WIP-2"), station_id="s2"),
+    entry(4, start("WIP-3"), station_id="s1", **DEAD),
+    entry(5, start("WIP-4"), station_id="s3", **DEAD),
+]
+
+
+@pytest.mark.parametrize(
+    ("station_id", "count"),
+    [(None, 3), ("s1", 2), ("s2", 1), ("s3", 0), ("nowhere", 0)],
+    ids=["all", "s1-dead-not-counted", "s2", "only-dead", "unknown"],
+)
+def test_pending_count(station_id: str | None, count: int) -> None:
+    assert Outbox(OUTBOX_FOR_COUNTS).pending_count(station_id) == count
+
+
+@pytest.mark.parametrize(
+    ("entries", "stalled"),
+    [
+        ([], False),
+        ([entry(1, start())], False),
+        ([entry(1, start(), last_error={"code": "NETWORK"})], True),
+        ([entry(1, start()), entry(2, complete(), last_error={"code": "NETWORK"})], False),
+        ([entry(1, start(), last_error={"code": "X"}, **DEAD), entry(2, complete())], False),
+        ([entry(1, start(), **DEAD), entry(2, complete(), last_error={"code": "X"})], True),
+        ([entry(1, start("WIP-2"), last_error={"code": "X"})], False),
+    ],
+    ids=[
+        "empty",
+        "fresh-head",
+        "head-failed",
+        "later-entry-failed-head-fresh",
+        "dead-head-failed-next-fresh",
+        "dead-head-next-failed",
+        "other-wip-failed",
+    ],
+)
+def test_stalled(entries: list[Entry], stalled: bool) -> None:
+    assert Outbox(entries).stalled("WIP-1") is stalled
+
+
+SAME_BATCH = [
+    entry(1, start(), batch_id="B1"),
+    entry(2, start("WIP-2"), batch_id="B2"),
+    entry(3, complete(), batch_id="B1"),
+    entry(4, complete(), batch_id="B1", **DEAD),
+    entry(5, convert(), batch_id=None),
+    entry(6, complete(), batch_id="B1"),
+]
+
+
+@pytest.mark.parametrize(
+    ("of", "after"),
+    [
+        (1, [3, 6]),
+        (3, [6]),
+        (6, []),
+        (2, []),
+        (5, []),
+    ],
+    ids=["start-has-later-of-batch", "middle", "last", "other-batch-alone", "no-batch-id"],
+)
+def test_same_batch_after(of: int, after: list[int]) -> None:
+    outbox = Outbox(SAME_BATCH)
+    found = outbox.get(of)
+    assert found is not None
+    assert [e.seq for e in outbox.same_batch_after(found)] == after
+
+
+# -- sequence numbers and apply ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entries", "first"),
+    [([], 1), ([entry(1, start())], 2), ([entry(7, start()), entry(3, complete(), **DEAD)], 8)],
+    ids=["empty-starts-at-1", "after-one", "after-highest-even-dead"],
+)
+def test_new_seq_continues_after_the_highest(entries: list[Entry], first: int) -> None:
+    outbox = Outbox(entries)
+    assert [outbox.new_seq(), outbox.new_seq()] == [first, first + 1]
+
+
+def test_new_entry_takes_the_next_seq() -> None:
+    outbox = Outbox([entry(4, start())])
+    made = new_entry(outbox, complete(), station_id="s2", batch_id="B9", now=T0, announced=True)
+    assert made == Entry(
+        seq=5,
+        request=complete(),
+        station_id="s2",
+        batch_id="B9",
+        enqueued_at=T0,
+        announced=True,
+    )
+    assert made.attempts == 0 and not made.in_flight and not made.maybe_applied
+    assert outbox.get(5) is None  # made, not yet applied
+
+
+def test_apply_adds_replaces_and_drops() -> None:
+    outbox = Outbox([entry(1, start()), entry(2, complete()), entry(3, convert())])
+    retried = entry(2, complete(), attempts=3, last_error={"code": "SERVER"})
+    outbox.apply(
+        Change(
+            entries=[retried, entry(4, start("WIP-2"))],
+            dropped_entries=[entry(1, start()), entry(99, start())],
+        )
+    )
+    assert [e.seq for e in outbox] == [2, 3, 4]
+    assert outbox.get(2) == retried
+    assert outbox.head("WIP-1") == retried
+    assert outbox.head("WIP-2") is not None
+
+
+def test_apply_of_a_dead_letter_keeps_it_out_of_pending() -> None:
+    outbox = Outbox([entry(1, start()), entry(2, complete())])
+    outbox.apply(Change(entries=[entry(1, start(), **DEAD)]))
+    assert [e.seq for e in outbox.pending()] == [2]
+    assert [e.seq for e in outbox.dead()] == [1]
+
+
+# -- Change.writes -------------------------------------------------------------------------------
+
+BATCH = Batch(
+    batch_id="B1",
+    station_id="s1",
+    wip_id="WIP-1",
+    process=2,
+    operator_id=7,
+    equipment_id=42,
+    started_at=datetime(2026, 11, 26, 18, 0, tzinfo=KST),
+    measurements={
+        "torque": Measured(value=1.5, unit="Nm"),
+        "label": Measured(value="A1"),
+        "curve": Measured(value=[1, {"x": None}]),
+    },
+    defects=["SCRATCH", "DENT"],
+)
+
+
+def test_empty_change_is_false_and_writes_nothing() -> None:
+    assert not Change()
+    assert Change().writes() == {}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        Change(entries=[entry(1, start())]),
+        Change(batches=[BATCH]),
+        Change(dropped_batches=["B1"]),
+        Change(dropped_entries=[entry(1, start())]),
+    ],
+    ids=["entry", "batch", "dropped-batch", "dropped-entry"],
+)
+def test_any_change_is_true(change: Change) -> None:
+    assert change
+
+
+def test_writes_keys_and_json_values() -> None:
+    change = Change(
+        entries=[entry(12, complete())],
+        batches=[BATCH],
+        dropped_batches=["B0"],
+        dropped_entries=[entry(3, start())],
+    )
+    writes = change.writes()
+    assert set(writes) == {"outbox/000000000012", "batch/B1", "batch/B0", "outbox/000000000003"}
+    assert writes["batch/B0"] is None
+    assert writes["outbox/000000000003"] is None
+    stored_entry = writes["outbox/000000000012"]
+    stored_batch = writes["batch/B1"]
+    assert stored_entry is not None and stored_batch is not None
+    entry_json = json.loads(stored_entry)
+    assert entry_json["seq"] == 12
+    assert entry_json["request"]["kind"] == "complete"
+    assert entry_json["request"]["started_at"] == "2026-11-26T09:00:00Z"
+    assert entry_json["enqueued_at"] == "2026-11-26T09:00:00Z"
+    assert entry_json["next_attempt_at"] is None
+    batch_json = json.loads(stored_batch)
+    assert batch_json["started_at"] == "2026-11-26T09:00:00Z"
+    assert batch_json["measurements"]["torque"] == {"value": 1.5, "unit": "Nm"}
+    assert batch_json["defects"] == ["SCRATCH", "DENT"]
+
+
+@pytest.mark.parametrize(
+    ("seq", "key"),
+    [(1, "outbox/000000000001"), (123_456_789_012, "outbox/123456789012")],
+    ids=["small", "twelve-digits"],
+)
+def test_entry_keys_sort_by_seq(seq: int, key: str) -> None:
+    assert entry(seq, start()).key() == key
+
+
+def test_batch_key() -> None:
+    assert batch_key("B-1:a") == "batch/B-1:a"
+
+
+def test_a_batch_written_and_dropped_in_one_change_is_written() -> None:
+    writes = Change(batches=[BATCH], dropped_batches=["B1"]).writes()
+    assert writes["batch/B1"] is not None
+
+
+# -- load_state ----------------------------------------------------------------------------------
+
+ENTRIES = [
+    entry(1, start(), station_id="s1", batch_id="B1"),
+    entry(
+        2,
+        complete(),
+        attempts=4,
+        in_flight=True,
+        maybe_applied=True,
+        next_attempt_at=datetime(2026, 11, 26, 18, 10, tzinfo=KST),
+        last_error={"code": "TIMEOUT", "status": None, "retryable": True},
+        announced=True,
+    ),
+    entry(3, complete("WIP-2", Result.FAIL), batch_id="B2"),
+    entry(4, convert(), batch_id=None, **DEAD),
+    entry(
+        5,
+        StartProcess(wip_id="WIP-3", process=1, operator_id=1, started_at=T0, equipment_id=9),
+        station_id="s2",
+    ),
+]
+BATCHES = [
+    BATCH,
+    Batch(batch_id="B2", station_id="s2", wip_id="WIP-2", process=1, operator_id=3, started_at=T0),
+]
+
+
+def test_load_state_reloads_what_writes_stored_unchanged() -> None:
+    rows = Change(entries=ENTRIES, batches=BATCHES).writes()
+    stored = {key: value for key, value in rows.items() if value is not None}
+    batches, outbox = load_state(stored)
+    assert batches == {"B1": BATCHES[0], "B2": BATCHES[1]}
+    assert list(outbox) == ENTRIES
+    assert [type(e.request) for e in outbox] == [
+        StartProcess,
+        CompleteProcess,
+        CompleteProcess,
+        ConvertToSerial,
+        StartProcess,
+    ]
+    reloaded = outbox.get(2)
+    assert reloaded is not None and reloaded.request == complete()
+    # stored again, the JSON is byte for byte what it was
+    again = Change(entries=list(outbox), batches=list(batches.values())).writes()
+    assert again == rows
+
+
+def test_load_state_continues_seq_and_order() -> None:
+    rows = Change(entries=ENTRIES).writes()
+    _, outbox = load_state({k: v for k, v in rows.items() if v is not None})
+    assert outbox.new_seq() == 6
+    assert outbox.head("WIP-1") is not None and outbox.head("WIP-1") == ENTRIES[0]
+    assert [e.seq for e in outbox.dead()] == [4]
+
+
+def test_load_state_ignores_other_keys_and_empty() -> None:
+    batches, outbox = load_state({"meta/version": "1", "other": "{}"})
+    assert batches == {} and list(outbox) == []
+
+
+def test_entry_properties() -> None:
+    made = entry(7, complete("WIP-9"))
+    assert made.wip_id == "WIP-9"
+    assert made.action == "complete"
+    assert not made.dead and entry(7, convert(), **DEAD).dead
+    assert made.describe() == "#7 complete process 2 WIP-9"
+    assert entry(8, convert("WIP-9")).describe() == "#8 convert WIP-9"

@@ -1,0 +1,395 @@
+"""bridge.station: opening, selecting, filling and closing batches (no clock: `now` is given)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from bridge.config import Limit, StationConfig
+from bridge.mes.models import CompleteProcess, Result
+from bridge.messages import BatchComplete, BatchStart
+from bridge.problems import Problem, ProblemCode
+from bridge.results import Measured
+from bridge.station import Batch, close_batch, open_batch, record, select_batch
+
+T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+NOW = datetime(2026, 11, 26, 9, 5, tzinfo=UTC)
+KST = timezone(timedelta(hours=9))
+
+STATION = StationConfig(
+    id="s1",
+    equipment_id=42,
+    processes=[2, 3],
+    limits={
+        2: {"torque": Limit(min=1.0, max=2.0, unit="Nm", defect="TORQUE_OUT")},
+        3: {"gap": Limit(max=0.5, defect="GAP_WIDE", missing_defect="NO_GAP")},
+    },
+)
+ANY_PROCESS = StationConfig(id="s2")
+
+
+def measured(values: dict[str, Any], unit: str | None = None) -> dict[str, Measured]:
+    """Values as one message gathers them: every one with the message's unit."""
+    return {name: Measured(value=value, unit=unit) for name, value in values.items()}
+
+
+def start(**fields: Any) -> BatchStart:
+    data: dict[str, Any] = {"wip_id": "WIP-1", "process_id": 2, "operator_id": 7}
+    data.update(fields)
+    return BatchStart.model_validate(data)
+
+
+def batch(**fields: Any) -> Batch:
+    data: dict[str, Any] = {
+        "batch_id": "B1",
+        "station_id": "s1",
+        "wip_id": "WIP-1",
+        "process": 2,
+        "operator_id": 7,
+        "started_at": T0,
+    }
+    data.update(fields)
+    return Batch.model_validate(data)
+
+
+# -- open_batch ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("station", "payload", "expected"),
+    [
+        (
+            STATION,
+            start(),
+            {"process": 2, "equipment_id": 42, "started_at": NOW, "station_id": "s1"},
+        ),
+        (STATION, start(process_id=3, equipment_id=9), {"process": 3, "equipment_id": 9}),
+        (ANY_PROCESS, start(process_id=6), {"process": 6, "equipment_id": None}),
+        (ANY_PROCESS, start(equipment_id=5), {"equipment_id": 5, "station_id": "s2"}),
+        (
+            STATION,
+            start(started_at="2026-11-26T08:59:00Z"),
+            {"started_at": T0 - timedelta(minutes=1)},
+        ),
+        (
+            STATION,
+            start(started_at="2026-11-26T18:00:00+09:00"),
+            {"started_at": datetime(2026, 11, 26, 18, 0, tzinfo=KST)},
+        ),
+    ],
+    ids=[
+        "station-default-equipment-and-now",
+        "payload-equipment-wins",
+        "station-without-process-list-runs-any",
+        "no-station-default-uses-payload",
+        "started-at-given",
+        "started-at-given-with-offset",
+    ],
+)
+def test_open_batch(station: StationConfig, payload: BatchStart, expected: dict[str, Any]) -> None:
+    opened = open_batch([], station, payload, batch_id="B9", now=NOW)
+    assert isinstance(opened, Batch), opened
+    assert opened.batch_id == "B9"
+    assert opened.wip_id == "WIP-1" and opened.operator_id == 7
+    assert opened.measurements == {} and opened.defects == []
+    for name, value in expected.items():
+        assert getattr(opened, name) == value, name
+
+
+@pytest.mark.parametrize(
+    ("active", "payload", "batch_id", "code", "detail"),
+    [
+        ([], start(process_id=1), "B9", ProblemCode.PROCESS_NOT_AT_STATION, "not 1"),
+        ([], start(process_id=4), "B9", ProblemCode.PROCESS_NOT_AT_STATION, "[2, 3]"),
+        ([batch(batch_id="B9", wip_id="WIP-2")], start(), "B9", ProblemCode.DUPLICATE_BATCH, "B9"),
+        (
+            [batch(batch_id="B9", wip_id="WIP-2", station_id="s2")],
+            start(),
+            "B9",
+            ProblemCode.DUPLICATE_BATCH,
+            "B9",
+        ),
+        ([batch(batch_id="B1")], start(), "B9", ProblemCode.WIP_BUSY, "batch B1"),
+        (
+            [batch(batch_id="B1", station_id="s7", process=5)],
+            start(),
+            "B9",
+            ProblemCode.WIP_BUSY,
+            "process 5 at station s7",
+        ),
+        (
+            [batch(batch_id="B1", wip_id="WIP-0"), batch(batch_id="B2", station_id="s2")],
+            start(),
+            "B9",
+            ProblemCode.WIP_BUSY,
+            "batch B2",
+        ),
+    ],
+    ids=[
+        "process-not-at-station",
+        "process-not-at-station-names-list",
+        "duplicate-batch-id",
+        "duplicate-batch-id-at-other-station",
+        "wip-busy-here",
+        "wip-busy-at-other-station",
+        "wip-busy-among-several",
+    ],
+)
+def test_open_batch_refused(
+    active: list[Batch], payload: BatchStart, batch_id: str, code: ProblemCode, detail: str
+) -> None:
+    problem = open_batch(active, STATION, payload, batch_id=batch_id, now=NOW)
+    assert isinstance(problem, Problem), problem
+    assert problem.code is code
+    assert detail in problem.detail
+
+
+def test_open_batch_beside_other_wips() -> None:
+    active = [batch(batch_id="B1", wip_id="WIP-A"), batch(batch_id="B2", wip_id="WIP-B")]
+    opened = open_batch(active, STATION, start(), batch_id="B3", now=NOW)
+    assert isinstance(opened, Batch) and opened.batch_id == "B3"
+
+
+# -- select_batch --------------------------------------------------------------------------------
+
+B1 = batch(batch_id="B1", wip_id="WIP-1")
+B2 = batch(batch_id="B2", wip_id="WIP-2")
+ELSEWHERE = batch(batch_id="B3", wip_id="WIP-3", station_id="s2")
+
+
+@pytest.mark.parametrize(
+    ("active", "batch_id", "expected"),
+    [
+        ([B1], None, B1),
+        ([B1, ELSEWHERE], None, B1),
+        ([B1, B2], "B2", B2),
+        ([B1, B2, ELSEWHERE], "B1", B1),
+        ([B1], "B1", B1),
+    ],
+    ids=[
+        "only-one",
+        "only-one-here-another-elsewhere",
+        "named-among-several",
+        "named-with-another-station-busy",
+        "named-only-one",
+    ],
+)
+def test_select_batch(active: list[Batch], batch_id: str | None, expected: Batch) -> None:
+    assert select_batch(active, "s1", batch_id) == expected
+
+
+@pytest.mark.parametrize(
+    ("active", "batch_id", "code", "detail"),
+    [
+        ([B1], "B9", ProblemCode.UNKNOWN_BATCH, "no batch B9 is running on station s1"),
+        ([B1, ELSEWHERE], "B3", ProblemCode.UNKNOWN_BATCH, "B3"),
+        ([], "B1", ProblemCode.UNKNOWN_BATCH, "B1"),
+        ([], None, ProblemCode.NO_ACTIVE_BATCH, "s1"),
+        ([ELSEWHERE], None, ProblemCode.NO_ACTIVE_BATCH, "s1"),
+        ([B1, B2], None, ProblemCode.SEVERAL_ACTIVE_BATCHES, "B1, B2"),
+        ([B1, ELSEWHERE, B2], None, ProblemCode.SEVERAL_ACTIVE_BATCHES, "B1, B2"),
+    ],
+    ids=[
+        "unknown",
+        "named-batch-at-another-station",
+        "named-none-active",
+        "none",
+        "none-here-one-elsewhere",
+        "several",
+        "several-others-not-listed",
+    ],
+)
+def test_select_batch_refused(
+    active: list[Batch], batch_id: str | None, code: ProblemCode, detail: str
+) -> None:
+    problem = select_batch(active, "s1", batch_id)
+    assert isinstance(problem, Problem), problem
+    assert problem.code is code
+    assert detail in problem.detail
+    if code is ProblemCode.SEVERAL_ACTIVE_BATCHES:
+        assert "B3" not in problem.detail
+
+
+# -- record --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("steps", "measurements", "defects"),
+    [
+        ([({"torque": 1.5}, "Nm", [])], {"torque": Measured(value=1.5, unit="Nm")}, []),
+        (
+            [({"torque": 1.5}, "Nm", []), ({"torque": 1.7}, None, [])],
+            {"torque": Measured(value=1.7, unit=None)},
+            [],
+        ),
+        (
+            [({"a": 1, "b": 2}, None, []), ({"b": 3, "c": 4}, None, [])],
+            {"a": Measured(value=1), "b": Measured(value=3), "c": Measured(value=4)},
+            [],
+        ),
+        ([({}, None, ["X"]), ({}, None, ["Y", "X"])], {}, ["X", "Y"]),
+        ([({}, None, ["Y", "Y", "X"])], {}, ["Y", "X"]),
+        (
+            [({"torque": 1.5}, "Nm", ["LOW"]), ({"torque": 0.2}, "Nm", ["LOW", "SCRATCH"])],
+            {"torque": Measured(value=0.2, unit="Nm")},
+            ["LOW", "SCRATCH"],
+        ),
+    ],
+    ids=[
+        "one-value-with-unit",
+        "repeated-name-keeps-latest-value-and-unit",
+        "dict-form-merges",
+        "defects-deduplicated-across-messages",
+        "defects-deduplicated-within-message",
+        "values-and-defects",
+    ],
+)
+def test_record(
+    steps: list[tuple[dict[str, Any], str | None, list[str]]],
+    measurements: dict[str, Measured],
+    defects: list[str],
+) -> None:
+    current = batch()
+    for values, unit, new_defects in steps:
+        current = record(current, measured(values, unit), defects=new_defects)
+    assert current.measurements == measurements
+    assert current.defects == defects
+
+
+def test_record_leaves_the_original_batch_unchanged() -> None:
+    original = batch()
+    updated = record(original, measured({"torque": 1.5}, "Nm"), defects=["X"])
+    assert original.measurements == {} and original.defects == []
+    assert updated.batch_id == original.batch_id and updated.started_at == original.started_at
+
+
+# -- close_batch ---------------------------------------------------------------------------------
+
+
+def complete(**fields: Any) -> BatchComplete:
+    return BatchComplete.model_validate(fields)
+
+
+@pytest.mark.parametrize(
+    ("completed_at", "started_at"),
+    [
+        (T0 - timedelta(microseconds=1), T0),
+        (datetime(2026, 11, 26, 17, 59, tzinfo=KST), T0),
+        (None, NOW + timedelta(seconds=1)),
+    ],
+    ids=["given-a-moment-early", "given-with-offset-early", "now-before-start-in-future"],
+)
+def test_close_before_start_is_invalid_payload(
+    completed_at: datetime | None, started_at: datetime
+) -> None:
+    problem = close_batch(
+        batch(started_at=started_at), BatchComplete(completed_at=completed_at), STATION, now=NOW
+    )
+    assert isinstance(problem, Problem), problem
+    assert problem.code is ProblemCode.INVALID_PAYLOAD
+    assert "before the batch started" in problem.detail
+
+
+@pytest.mark.parametrize(
+    ("process", "values", "unit", "payload", "result", "defects"),
+    [
+        (2, {"torque": 1.5}, "Nm", {}, Result.PASS, []),
+        (2, {"torque": 2.5}, "Nm", {}, Result.FAIL, ["TORQUE_OUT"]),
+        (2, {"torque": 1.5}, "kgf", {}, Result.FAIL, ["TORQUE_OUT"]),
+        (2, {}, None, {}, Result.FAIL, ["MISSING_TORQUE"]),
+        (2, {"gap": 9.0}, None, {"result": "PASS"}, Result.PASS, []),
+        (3, {"torque": 99}, "Nm", {}, Result.FAIL, ["NO_GAP"]),
+        (3, {"gap": 0.5}, None, {}, Result.PASS, []),
+        (3, {"gap": 0.6}, None, {"defects": ["DENT"]}, Result.FAIL, ["DENT", "GAP_WIDE"]),
+        (7, {"anything": "x"}, None, {}, Result.PASS, []),
+        (7, {}, None, {"defects": ["X", "X"]}, Result.FAIL, ["X"]),
+        (7, {}, None, {"result": "FAIL"}, Result.FAIL, []),
+        (7, {}, None, {"result": "REWORK"}, Result.REWORK, []),
+    ],
+    ids=[
+        "p2-within",
+        "p2-above-max",
+        "p2-wrong-unit",
+        "p2-missing",
+        "p2-stated-pass-wins",
+        "p3-limits-not-p2s",
+        "p3-exact-max",
+        "p3-complete-defect-first",
+        "process-without-limits-passes",
+        "process-without-limits-defect-fails",
+        "stated-fail",
+        "stated-rework",
+    ],
+)
+def test_close_batch_verdict_from_that_processs_limits(
+    process: int,
+    values: dict[str, Any],
+    unit: str | None,
+    payload: dict[str, Any],
+    result: Result,
+    defects: list[str],
+) -> None:
+    gathered = record(batch(process=process), measured(values, unit))
+    closed = close_batch(gathered, complete(**payload), STATION, now=NOW)
+    assert isinstance(closed, CompleteProcess), closed
+    assert closed.result is result
+    assert closed.defects == defects
+
+
+def test_close_batch_fills_every_field_of_the_complete() -> None:
+    gathered = record(batch(), measured({"torque": 1.5}, "Nm"), defects=["SCRATCH"])
+    gathered = record(gathered, measured({"label": "A1"}), defects=["SCRATCH", "DENT"])
+    completed_at = T0 + timedelta(minutes=2, seconds=3, milliseconds=456)
+    closed = close_batch(
+        gathered,
+        complete(defects=["DENT", "BURR"], notes="line stop", completed_at=completed_at),
+        STATION,
+        now=NOW,
+    )
+    assert closed == CompleteProcess(
+        wip_id="WIP-1",
+        process=2,
+        operator_id=7,
+        result=Result.FAIL,
+        started_at=T0,
+        completed_at=completed_at,
+        measurements={"torque": 1.5, "label": "A1", "cycle_time_ms": 123_456},
+        defects=["SCRATCH", "DENT", "BURR"],
+        notes="line stop",
+    )
+
+
+@pytest.mark.parametrize(
+    ("completed_at", "now", "expected_at", "cycle_time_ms"),
+    [
+        (None, NOW, NOW, 300_000),
+        (None, T0, T0, 0),
+        (T0 + timedelta(seconds=1), NOW, T0 + timedelta(seconds=1), 1_000),
+        (T0 + timedelta(microseconds=1499), NOW, T0 + timedelta(microseconds=1499), 1),
+        (datetime(2026, 11, 26, 18, 0, 30, tzinfo=KST), NOW, T0 + timedelta(seconds=30), 30_000),
+    ],
+    ids=["now", "now-equals-start", "given", "rounded-ms", "given-with-offset"],
+)
+def test_close_batch_completed_at_and_cycle_time(
+    completed_at: datetime | None, now: datetime, expected_at: datetime, cycle_time_ms: int
+) -> None:
+    closed = close_batch(batch(), BatchComplete(completed_at=completed_at), ANY_PROCESS, now=now)
+    assert isinstance(closed, CompleteProcess), closed
+    assert closed.completed_at == expected_at
+    assert closed.started_at == T0
+    assert closed.measurements["cycle_time_ms"] == cycle_time_ms
+
+
+def test_batch_summary() -> None:
+    gathered = record(
+        batch(started_at=datetime(2026, 11, 26, 18, 0, tzinfo=KST)), measured({"a": 1, "b": 2})
+    )
+    assert gathered.summary() == {
+        "batch_id": "B1",
+        "wip_id": "WIP-1",
+        "process_id": 2,
+        "started_at": "2026-11-26T09:00:00Z",
+        "measurements": 2,
+    }
