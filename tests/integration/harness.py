@@ -137,6 +137,11 @@ class Tablet:
     ) -> Payload:
         return await self.latest(self.topics.status(station), where, within=within)
 
+    async def until(self, condition: Callable[[], bool], *, within: float = 15.0) -> None:
+        """Waits until `condition` (usually over `self.seen`) holds."""
+        async with asyncio.timeout(within), self._changed:
+            await self._changed.wait_for(condition)
+
     def results(self, station: str, kind: ResultKind) -> list[Payload]:
         topic = self.topics.result(station, kind)
         return [payload for t, payload in self.seen if t == topic]

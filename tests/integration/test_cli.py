@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -13,7 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bridge.config import load_config
+from bridge.topics import Inbound, ResultKind
 from mes_sim import MesSimulator
+
+from .harness import OPERATOR, Tablet, mosquitto_running, running
 
 EXE = [sys.executable, "-m", "bridge.cli"]
 
@@ -166,3 +171,106 @@ def test_demo_runs_to_ok() -> None:
         "serial conversion",
     ):
         assert event in done.stdout
+
+
+def test_check_prints_the_effective_config_without_secrets(tmp_path: Path) -> None:
+    (tmp_path / "mqtt-pw").write_text("broker-secret\n")
+    config = write_config(
+        tmp_path,
+        "bridge_id: line2\n"
+        "mqtt: {host: broker.local, password_file: " + str(tmp_path / "mqtt-pw") + "}\n"
+        "mes: {url: 'http://svc:url-secret@mes.local:8000', username: admin,"
+        " password: mes-secret}\n"
+        "stations:\n"
+        "  - {id: '1', limits: {1: {torque_nm: {min: 1, max: 2, defect: TQ}}}}\n",
+    )
+    env = {**os.environ, "STATION_BRIDGE_MQTT__PORT": "8883"}
+    done = subprocess.run(
+        [*EXE, "check", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    shown = done.stdout
+    assert "bridge_id: line2" in shown and "host: broker.local" in shown
+    assert "port: 8883" in shown  # the environment over the file
+    assert "defect: TQ" in shown
+    for secret in ("broker-secret", "url-secret", "mes-secret"):
+        assert secret not in shown + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("stations: [{id: 'a b'}]", "stations.0.id"),
+        (
+            "stations: [{id: '1', limits: {1: {t: {min: 3, max: 1, defect: X}}}}]",
+            "stations.0.limits.1.t: Value error, min 3.0 is above max 1.0",
+        ),
+        ("mqtt: {port: 70000}", "mqtt.port"),
+        ("outbox: {max_pending: 0}", "outbox.max_pending"),
+        ("stations: [{id: '1'}, {id: '1'}]", "station ids must be unique"),
+        (
+            "devices: [{name: s, port: /dev/x, station: '9', measurement: m, format: and}]",
+            "unknown station",
+        ),
+    ],
+    ids=["station-id", "limits", "port", "bound", "duplicate", "device-station"],
+)
+def test_check_names_the_bad_field(tmp_path: Path, text: str, expected: str) -> None:
+    done = run("check", "--config", str(write_config(tmp_path, text)))
+    assert done.returncode == 2
+    assert expected in done.stderr and "Traceback" not in done.stderr
+
+
+def test_outbox_list_shows_pending_and_dead_letters_with_reasons(
+    sim: MesSimulator, tmp_path: Path
+) -> None:
+    if not mosquitto_running():
+        pytest.skip("Mosquitto is not running")
+    prefix = f"cli-{os.getpid()}"
+    config_file = write_config(
+        tmp_path,
+        f"bridge_id: {prefix}\ndata_dir: {tmp_path / 'data'}\n"
+        f"mqtt: {{topic_prefix: {prefix}}}\n"
+        f"mes: {{url: '{sim.url}', username: admin, password: admin-pass}}\n"
+        "outbox: {retry_min_s: 0.05, retry_max_s: 0.2, probe_interval_s: 0.1}\n"
+        "stations: [{id: '1'}]\n",
+    )
+    config = load_config(config_file)
+
+    async def scenario() -> None:
+        async with Tablet(config) as tablet, running(config):
+            refused = {"wip_id": sim.wip_ids[0], "process_id": 4, "operator_id": OPERATOR}
+            sim.set_faults(mode="unavailable")
+            await tablet.send("1", Inbound.START, {**refused, "batch_id": "doomed"})
+            await tablet.send("1", Inbound.COMPLETE, {"result": "PASS"})
+            await tablet.expect("1", ResultKind.COMPLETED)
+            await tablet.send("1", Inbound.START, {**refused, "wip_id": sim.wip_ids[1]})
+            await tablet.expect(
+                "1", ResultKind.STARTED, where=lambda p: p["wip_id"] != refused["wip_id"]
+            )
+            listing = run("outbox", "list", "--config", str(config_file))
+            assert "3 pending, 0 dead-lettered" in listing.stdout, listing.stdout + listing.stderr
+            sim.set_faults(mode="ok")
+            await tablet.expect(
+                "1", ResultKind.ERROR, where=lambda p: p["error"]["code"] == "BLOCKED"
+            )
+
+    asyncio.run(scenario())
+    listing = run("outbox", "list", "--config", str(config_file))
+    assert listing.returncode == 0, listing.stderr
+    assert "0 pending, 3 dead-lettered" in listing.stdout
+    assert "PREREQUISITE_NOT_MET" in listing.stdout and "BLOCKED" in listing.stdout
+    assert "batch doomed" in listing.stdout
+    as_json = run("outbox", "list", "--config", str(config_file), "--json")
+    assert len(as_json.stdout.splitlines()) == 3
+
+
+def test_outbox_list_without_data(tmp_path: Path) -> None:
+    config = write_config(tmp_path, f"data_dir: {tmp_path / 'nothing'}\n")
+    done = run("outbox", "list", "--config", str(config))
+    assert done.returncode == 2 and "no bridge data here" in done.stderr

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bridge.broker import find_free_port
 from bridge.config import BridgeConfig
 from bridge.topics import Inbound, ResultKind
 from mes_sim import MesSimulator
@@ -280,4 +281,107 @@ async def test_messages_sent_while_the_bridge_is_down_arrive_after_it_restarts(
         async with running(config):
             await tablet.expect("1", R.COMPLETED, where=event("SEQUENCE_COMPLETE"))
     assert offline is not None
+    assert [row["result"] for row in ledger_rows(sim, wip)] == ["PASS"]
+
+
+async def test_auto_convert_after_the_last_process_publishes_the_serial(
+    sim: MesSimulator, tmp_path: Path
+) -> None:
+    stations = [{"id": "1"}, {"id": "2"}, {"id": "3", "auto_convert": True}]
+    config = make_config(sim, tmp_path, stations=stations)
+    wip = sim.wip_ids[14]
+    async with Tablet(config) as tablet, running(config):
+        for process in range(1, 7):
+            await run_process(tablet, "3", wip, process)
+        done = await tablet.expect("3", R.COMPLETED, where=lambda p: p["process_id"] == 6)
+        assert done["wip_status"] == "COMPLETED" and done["can_convert"] is True
+        serial = await tablet.expect("3", R.SERIAL)
+        assert serial["event"] == "SERIAL_CREATED" and serial["serial_number"]
+        assert serial["serial_number"] in serial["message"]
+    [converted] = [w for w in sim.ledger()["wips"] if w["wip_id"] == wip]
+    assert converted["status"] == "CONVERTED"
+    assert converted["serial_number"] == serial["serial_number"]
+
+
+async def test_a_tablet_converts_a_finished_wip(tablet: Tablet, sim: MesSimulator) -> None:
+    wip = sim.wip_ids[15]
+    for process in range(1, 7):
+        await run_process(tablet, "2", wip, process)
+    await tablet.expect("2", R.COMPLETED, where=lambda p: p["process_id"] == 6)
+    assert tablet.results("2", R.SERIAL) == []  # station 2 does not convert by itself
+    await tablet.send("2", Inbound.CONVERT, {"wip_id": wip, "operator_id": OPERATOR})
+    serial = await tablet.expect("2", R.SERIAL)
+    assert serial["event"] == "SERIAL_CREATED" and serial["serial_number"]
+
+    await tablet.send("2", Inbound.CONVERT, {"wip_id": wip, "operator_id": OPERATOR})
+    again = await tablet.expect("2", R.ERROR)
+    assert again["error"]["code"] == "ALREADY_CONVERTED" and again["wip_id"] == wip
+
+
+def torque(value: float) -> dict[str, Any]:
+    return {"name": "torque_nm", "value": value, "unit": "Nm"}
+
+
+async def test_without_a_stated_result_the_limits_decide(sim: MesSimulator, tmp_path: Path) -> None:
+    limits = {
+        1: {
+            "torque_nm": {"min": 1.0, "max": 2.0, "unit": "Nm", "defect": "TORQUE_OOR"},
+            "gap_mm": {"max": 0.5, "defect": "GAP_WIDE", "missing_defect": "GAP_NOT_MEASURED"},
+        }
+    }
+    config = make_config(sim, tmp_path, stations=[{"id": "1", "limits": limits}])
+    good, bad = sim.wip_ids[16], sim.wip_ids[17]
+    async with Tablet(config) as tablet, running(config):
+        await tablet.send("1", Inbound.START, start(good))
+        await tablet.send(
+            "1", Inbound.MEASUREMENT, {"name": "torque_nm", "value": 1.5, "unit": "Nm"}
+        )
+        await tablet.send("1", Inbound.MEASUREMENT, {"measurements": {"gap_mm": 0.2}})
+        await tablet.send("1", Inbound.COMPLETE, {})
+        passed = await tablet.expect("1", R.COMPLETED, where=lambda p: p["wip_id"] == good)
+        assert passed["result"] == "PASS"
+
+        await tablet.send("1", Inbound.START, start(bad))
+        await tablet.send(
+            "1", Inbound.MEASUREMENT, {"name": "torque_nm", "value": 2.5, "unit": "Nm"}
+        )
+        await tablet.send("1", Inbound.MEASUREMENT, {"measurements": {}, "defects": ["SCRATCH"]})
+        await tablet.send("1", Inbound.COMPLETE, {"defects": ["SCRATCH"]})
+        failed = await tablet.expect("1", R.COMPLETED, where=lambda p: p["wip_id"] == bad)
+        assert failed["result"] == "FAIL" and failed["wip_status"] == "FAILED"
+    [row] = ledger_rows(sim, bad)
+    assert row["result"] == "FAIL"
+    assert row["defects"] == ["SCRATCH", "TORQUE_OOR", "GAP_NOT_MEASURED"]
+
+
+async def test_an_aborted_batch_ends_without_a_completion(
+    tablet: Tablet, sim: MesSimulator
+) -> None:
+    wip = sim.wip_ids[18]
+    await tablet.send("1", Inbound.START, start(wip))
+    await tablet.expect("1", R.STARTED, where=event("PROCESS_STARTED"))
+    await tablet.send("1", Inbound.ABORT, {"reason": "fixture jammed"})
+    aborted = await tablet.expect("1", R.COMPLETED)
+    assert aborted["event"] == "BATCH_ABORTED" and aborted["reason"] == "fixture jammed"
+    await tablet.status("1", lambda s: s["state"] == "idle")
+    await tablet.send("1", Inbound.START, start(wip))  # the WIP may start again
+    await tablet.expect("1", R.STARTED, where=lambda p: p["batch_id"] != aborted["batch_id"])
+    assert ledger_rows(sim, wip) == []
+
+
+async def test_the_embedded_broker_needs_no_other_broker(sim: MesSimulator, tmp_path: Path) -> None:
+    port = find_free_port()
+    config = bridge_config(
+        sim,
+        tmp_path / "data",
+        host="127.0.0.1",
+        port=port,
+        mqtt={"host": "127.0.0.1", "port": port, "embedded": True, "topic_prefix": "emb"},
+    )
+    wip = sim.wip_ids[19]
+    async with running(config), Tablet(config) as tablet:
+        await tablet.latest(tablet.topics.availability(config.bridge_id), lambda p: p == "online")
+        await run_process(tablet, "1", wip, 1)
+        done = await tablet.expect("1", R.COMPLETED)
+        assert done["event"] == "SEQUENCE_COMPLETE"
     assert [row["result"] for row in ledger_rows(sim, wip)] == ["PASS"]

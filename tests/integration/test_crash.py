@@ -1,0 +1,134 @@
+"""`station-bridge run` killed with SIGKILL in the middle of a run, then restarted: the MES ends up
+with every batch recorded exactly once, and nothing the stations sent is lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bridge.config import BridgeConfig
+from bridge.topics import Inbound
+from mes_sim import MesSimulator
+
+from .harness import MOSQUITTO, OPERATOR, Tablet, bridge_config, mosquitto_running
+
+pytestmark = pytest.mark.skipif(not mosquitto_running(), reason="Mosquitto is not running")
+
+WIPS = 4
+PROCESSES = range(1, 7)
+
+
+class BridgeProcess:
+    """The bridge as a separate OS process, so that it can really be killed."""
+
+    def __init__(self, config_file: Path, log: Path) -> None:
+        self._config_file = config_file
+        self._log = log
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self._log.open("ab") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "bridge.cli", "run", "--config", str(self._config_file)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=Path(__file__).resolve().parents[2],
+            )
+
+    def kill(self) -> None:
+        assert self._process is not None
+        os.kill(self._process.pid, signal.SIGKILL)
+        self._process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+
+
+@pytest.fixture
+def config(sim: MesSimulator, tmp_path: Path) -> BridgeConfig:
+    host, port = MOSQUITTO
+    return bridge_config(sim, tmp_path / "data", host=host, port=port)
+
+
+@pytest.fixture
+def bridge_process(config: BridgeConfig, tmp_path: Path) -> Iterator[BridgeProcess]:
+    config_file = tmp_path / "bridge.yaml"
+    data = config.model_dump(mode="json")
+    data["mes"]["password"] = "admin-pass"  # model_dump hides secrets
+    config_file.write_text(yaml.safe_dump(data))
+    process = BridgeProcess(config_file, tmp_path / "bridge.log")
+    yield process
+    process.stop()
+
+
+async def send_processes(tablet: Tablet, wips: list[str], processes: range) -> None:
+    """What the stations send for these processes of every WIP: start, a reading, complete."""
+    for process in processes:
+        for station, wip in zip(("1", "2", "3", "1"), wips, strict=True):
+            batch = f"{wip}-{process}"
+            start = {"wip_id": wip, "process_id": process, "operator_id": OPERATOR}
+            await tablet.send(station, Inbound.START, {**start, "batch_id": batch})
+            reading = {"batch_id": batch, "name": "torque_nm", "value": process + 0.5}
+            await tablet.send(station, Inbound.MEASUREMENT, reading)
+            await tablet.send(station, Inbound.COMPLETE, {"batch_id": batch, "result": "PASS"})
+
+
+@pytest.mark.timeout(180)
+async def test_sigkill_mid_run_loses_nothing_and_duplicates_nothing(
+    sim: MesSimulator, config: BridgeConfig, bridge_process: BridgeProcess
+) -> None:
+    wips = sim.wip_ids[:WIPS]
+    availability = f"{config.mqtt.topic_prefix}/bridge/{config.bridge_id}/availability"
+
+    def recorded() -> int:
+        return len(sim.ledger()["history"])
+
+    sim.set_faults(mode="slow", delay_s=0.05)  # so that the kill lands with requests in flight
+    async with Tablet(config) as tablet:
+        bridge_process.start()
+        await tablet.latest(availability, lambda p: p == "online", within=30)
+        await send_processes(tablet, wips, PROCESSES[:3])
+
+        def completed() -> int:
+            return sum(
+                1
+                for _, p in tablet.seen
+                if isinstance(p, dict) and p.get("event") == "SEQUENCE_COMPLETE"
+            )
+
+        await tablet.until(lambda: completed() >= 3, within=60)
+        bridge_process.kill()
+        await tablet.latest(availability, lambda p: p == "offline", within=30)  # the last will
+        killed_at = recorded()
+        assert killed_at < WIPS * 3, "the kill came too late to test anything"
+        await send_processes(tablet, wips, PROCESSES[3:])  # while the bridge is dead
+
+        bridge_process.start()
+        for station in ("1", "2", "3"):
+            await tablet.status(
+                station,
+                lambda s: s["outbox"]["pending_total"] == 0 and s["active_batches"] == [],
+                within=120,
+            )
+
+    history = sim.ledger()["history"]
+    per_batch = Counter((row["wip_id"], row["process_number"], row["result"]) for row in history)
+    assert per_batch == Counter({(w, p, "PASS"): 1 for w in wips for p in PROCESSES})
+    for row in history:
+        assert row["measurements"]["torque_nm"] == row["process_number"] + 0.5
+    assert {w["wip_id"]: w["status"] for w in sim.ledger()["wips"] if w["wip_id"] in wips} == {
+        wip: "COMPLETED" for wip in wips
+    }

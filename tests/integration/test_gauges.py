@@ -1,0 +1,68 @@
+"""A serial gauge on a real pseudo-terminal, through the bridge, into the MES's ledger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.topics import Inbound, ResultKind
+from devices import GaugeSimulator
+from mes_sim import MesSimulator
+
+from .harness import (
+    MOSQUITTO,
+    OPERATOR,
+    Tablet,
+    bridge_config,
+    ledger_rows,
+    mosquitto_running,
+    running,
+)
+
+pytestmark = pytest.mark.skipif(not mosquitto_running(), reason="Mosquitto is not running")
+
+
+async def test_a_balance_reading_ends_up_in_the_mes_record(
+    sim: MesSimulator, tmp_path: Path
+) -> None:
+    wip = sim.wip_ids[0]
+    with GaugeSimulator(format="and", rate_hz=20, value=123.45, unit="g") as gauge:
+        host, port = MOSQUITTO
+        device = {
+            "name": "scale1",
+            "port": gauge.path,
+            "station": "1",
+            "measurement": "mass_g",
+            "format": "and",
+            "unit": "g",
+            "reconnect_min_s": 0.05,
+            "reconnect_max_s": 0.2,
+        }
+        config = bridge_config(sim, tmp_path / "data", host=host, port=port, devices=[device])
+        async with Tablet(config) as tablet, running(config):
+            status = await tablet.latest(
+                tablet.topics.device_status("1", "scale1"), lambda s: s["state"] == "connected"
+            )
+            assert status["device"] == "scale1"
+            idle = await tablet.expect_on(tablet.topics.live("1"), lambda p: True)
+            assert idle["recorded"] is False  # no batch yet: shown, not recorded
+            assert idle["measurements"]["mass_g"] == {"value": 123.45, "unit": "g"}
+
+            await tablet.send(
+                "1", Inbound.START, {"wip_id": wip, "process_id": 1, "operator_id": OPERATOR}
+            )
+            started = await tablet.expect("1", ResultKind.STARTED)
+            gauge.set_value(130.5)
+            live = await tablet.expect_on(
+                tablet.topics.live("1"),
+                lambda p: p["recorded"] and p["measurements"]["mass_g"]["value"] == 130.5,
+            )
+            assert live["batch_id"] == started["batch_id"] and live["wip_id"] == wip
+            gauge.set_overload()
+            overload = await tablet.expect("1", ResultKind.ERROR)
+            assert overload["error"]["code"] == "GAUGE_OVERLOAD" and overload["device"] == "scale1"
+            await tablet.send("1", Inbound.COMPLETE, {"result": "PASS"})
+            await tablet.expect("1", ResultKind.COMPLETED)
+    [row] = ledger_rows(sim, wip)
+    assert row["measurements"]["mass_g"] == 130.5
