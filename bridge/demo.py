@@ -1,178 +1,304 @@
-"""`station-bridge demo`: the MES layer end to end against the simulator, in one command.
+"""`station-bridge demo`: the whole bridge in one command.
 
-WIPs go through processes 1-6 and serial conversion while the MES does what the deployed one
-does to a station: tokens expire, an answer gets lost, it goes down for a moment, it refuses a
-REWORK. Every step is printed as it happens; the exit code is 0 only when every WIP was converted
-and the simulator's ledger holds exactly the records that were sent.
+An embedded MQTT broker, the MES simulator, the bridge as `station-bridge run` runs it, a serial
+balance on a pseudo-terminal, and three stations (real MQTT clients) taking WIPs through
+processes 1-6 to serial numbers, while the MES goes down for a while, loses an answer and
+expires its tokens, and one unit needs a rework. Every outcome the tablets see is printed as it
+arrives; the exit code is 0 only when every WIP was converted, the MES holds exactly one PASS per
+process and WIP, and nothing is left in the outbox.
 """
 
 from __future__ import annotations
 
 import asyncio
-import unicodedata
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
-from typing import TextIO, TypeVar
+import contextlib
+import json
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
 
+import aiomqtt
+
+from devices import GaugeSimulator
 from mes_sim import MesSimulator
 
-from .config import MesConfig
-from .mes import (
-    CompleteProcess,
-    ConvertToSerial,
-    MesClient,
-    MesError,
-    MesRequest,
-    Result,
-    StartProcess,
-)
+from .app import run_bridge
+from .broker import find_free_port
+from .config import BridgeConfig
+from .topics import Inbound, Topics
 
-_T = TypeVar("_T")
 OPERATOR = 2  # operator1 on the simulator
-PROCESSES = range(1, 7)
+TEST_TIME_S = 0.4
+STATION_OF = {1: "1", 2: "1", 3: "2", 4: "2", 5: "3", 6: "3"}
+Outcome = dict[str, Any]
 
 
-class _Demo:
-    def __init__(self, sim: MesSimulator, client: MesClient, out: TextIO) -> None:
-        self.sim = sim
+def _config(sim: MesSimulator, data_dir: Path, gauge_port: str) -> BridgeConfig:
+    return BridgeConfig(
+        bridge_id="demo",
+        data_dir=data_dir,
+        mqtt={"host": "127.0.0.1", "port": find_free_port(), "embedded": True},
+        mes={"url": sim.url, "username": "admin", "password": "admin-pass", "timeout_s": 2},
+        outbox={"retry_min_s": 0.2, "retry_max_s": 1.0, "probe_interval_s": 0.5},
+        stations=[
+            {
+                "id": "1",
+                "processes": [1, 2],
+                "limits": {
+                    1: {
+                        "torque_nm": {
+                            "min": 1.0,
+                            "max": 2.0,
+                            "unit": "Nm",
+                            "defect": "TORQUE_OUT_OF_RANGE",
+                        }
+                    }
+                },
+            },
+            {
+                "id": "2",
+                "processes": [3, 4],
+                "limits": {
+                    3: {
+                        "mass_g": {
+                            "min": 100,
+                            "max": 200,
+                            "unit": "g",
+                            "defect": "MASS_OUT_OF_RANGE",
+                        }
+                    }
+                },
+            },
+            {"id": "3", "processes": [5, 6], "auto_convert": True},
+        ],
+        devices=[
+            {
+                "name": "balance",
+                "port": gauge_port,
+                "station": "2",
+                "measurement": "mass_g",
+                "format": "and",
+                "unit": "g",
+                "reconnect_min_s": 0.2,
+                "reconnect_max_s": 1.0,
+            }
+        ],
+    )
+
+
+class _Floor:
+    """The stations and tablets: one MQTT client that publishes what they send and prints what
+    they are told."""
+
+    def __init__(self, client: aiomqtt.Client, topics: Topics, out: TextIO) -> None:
         self.client = client
+        self.topics = topics
         self.out = out
-        self.clock = datetime.now(UTC)
-        self.expected_rows = 0
-        self.serials: dict[str, str] = {}
+        self.seen: list[Outcome] = []
+        self.changed = asyncio.Condition()
+        self.status: dict[str, Outcome] = {}
+        self.stations = {sid: asyncio.Lock() for sid in ("1", "2", "3")}
 
-    def say(self, wip: str, step: str, outcome: str) -> None:
-        stamp = datetime.now(UTC).strftime("%H:%M:%S")
-        # Hangul takes two terminal columns: pad by what the eye sees, not by characters.
-        width = sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in step)
-        step += " " * max(24 - width, 0)
-        print(f"{stamp}  {wip:<24} {step} {outcome}", file=self.out, flush=True)
+    def say(self, where: str, what: str, text: str) -> None:
+        stamp = datetime.now(UTC).strftime("%H:%M:%S.%f")[:-3]
+        print(f"{stamp}  {where:<10} {what:<26} {text}", file=self.out, flush=True)
 
     def banner(self, text: str) -> None:
         print(f"\n-- {text} --", file=self.out, flush=True)
 
-    def tick(self) -> datetime:
-        # Station time moves on by a plausible cycle per step, in aware UTC.
-        self.clock += timedelta(seconds=40)
-        return self.clock
+    async def listen(self) -> None:
+        async for message in self.client.messages:
+            topic = message.topic.value
+            assert isinstance(message.payload, bytes)
+            body = json.loads(message.payload)
+            station = topic.split("/")[1]
+            if "/device/" in topic:
+                self.say(f"station {station}", f"gauge {body['device']}", body["state"])
+                continue
+            if topic.endswith("/status"):
+                self.status[station] = body
+                continue
+            if topic.endswith("/measurement/live"):
+                body["event"] = "LIVE"
+            else:  # the Korean sentence repeats the WIP: show it once
+                korean = body["message_ko"].removeprefix(f"{body.get('wip_id')}: ")
+                text = f"{body['message']} / {korean}"
+                if "error" in body:
+                    text += f" [{body.get('wip_id', '')} {body['error'].get('detail', '')}]"
+                self.say(f"station {station}", body["event"], text)
+            async with self.changed:
+                self.seen.append(body)
+                self.changed.notify_all()
 
-    async def deliver(
-        self, wip: str, step: str, request: MesRequest, call: Callable[[], Awaitable[_T]]
-    ) -> _T | None:
-        """Send once; on a lost answer ask the MES; on a passing outage wait and resend."""
-        for _attempt in range(10):
-            try:
-                return await call()
-            except MesError as error:
-                if not error.retryable:
-                    raise
-                self.say(wip, step, f"✗ {error.code}: {error.message} / {error.message_ko}")
-                self.sim.set_faults(mode="ok")  # each trouble in this demo lasts one attempt
-                if error.maybe_applied and await self.client.recorded(request):
-                    self.say(wip, step, "✓ the MES had recorded it (trace): not sent again")
-                    return None
-                await asyncio.sleep(error.retry_after or 0.5)
-        raise RuntimeError(f"{wip}: {step} did not get through")
+    async def wait(
+        self, match: Callable[[Outcome], bool], *, after: int = 0, within: float = 60
+    ) -> Outcome:
+        """The first outcome matching, among those that came after the `after`-th."""
 
-    async def process(self, wip: str, number: int, result: Result = Result.PASS) -> None:
-        started_at = self.tick()
-        start = StartProcess(
-            wip_id=wip, process=number, operator_id=OPERATOR, started_at=started_at
-        )
-        started = await self.deliver(
-            wip, f"P{number} 착공 start", start, lambda: self.client.start_process(start)
-        )
-        if started is not None:
-            self.say(wip, f"P{number} 착공 start", f"✓ {started.status}")
-        complete = CompleteProcess(
-            wip_id=wip,
-            process=number,
-            operator_id=OPERATOR,
-            result=result,
-            started_at=started_at,
-            completed_at=self.tick(),
-            measurements={"torque_nm": round(1.2 + number * 0.1, 2), "cycle_time_ms": 40000},
-        )
-        step = f"P{number} 완공 {result}"
-        done = await self.deliver(
-            wip, step, complete, lambda: self.client.complete_process(complete)
-        )
-        self.expected_rows += 1
-        if done is not None:
-            sent = "" if done.sent_result is result else f" (sent as {done.sent_result})"
-            self.say(wip, step, f"✓ {done.wip_status}{sent}")
+        def found() -> Outcome | None:
+            return next((o for o in self.seen[after:] if match(o)), None)
 
-    async def convert(self, wip: str) -> None:
-        request = ConvertToSerial(wip_id=wip, operator_id=OPERATOR)
-        serial = await self.deliver(
-            wip, "serial conversion", request, lambda: self.client.convert_to_serial(request)
-        )
-        if serial is not None:
-            self.serials[wip] = serial.serial_number
-            self.say(wip, "serial conversion", f"✓ {serial.serial_number}")
+        async with asyncio.timeout(within), self.changed:
+            await self.changed.wait_for(lambda: found() is not None)
+        outcome = found()
+        assert outcome is not None
+        return outcome
 
-    async def run(self, count: int) -> bool:
-        wips = self.sim.wip_ids[:count]
-        for index, wip in enumerate(wips):
-            scanned = await self.client.scan(wip, process=1)
-            self.say(wip, "scan", f"✓ MES id {scanned.id}, {scanned.status}")
-            for number in PROCESSES:
-                if index == 0 and number == 3:
-                    self.banner("30 minutes pass: the MES expires every access token")
-                    self.sim.set_faults(expire_tokens=True)
-                if index == 0 and number == 5:
-                    self.banner("the MES records the next 완공 but its answer is lost")
-                    self.sim.set_faults(
-                        mode="drop_response", path_contains="/complete-process", times=1
-                    )
-                if index == 1 and number == 2:
-                    self.banner("a REWORK: the deployed MES refuses REWORK, so it goes as FAIL")
-                    await self.process(wip, number, Result.REWORK)
-                    self.banner("the FAILED WIP re-starts the same process")
-                if index == 1 and number == 4:
-                    self.banner("the MES is unavailable for a moment")
-                    self.sim.set_faults(mode="unavailable")
-                await self.process(wip, number)
-            await self.convert(wip)
-        return self.summary(wips)
+    async def send(self, station: str, kind: Inbound, body: dict[str, Any]) -> None:
+        await self.client.publish(self.topics.inbound(station, kind), json.dumps(body), qos=1)
 
-    def summary(self, wips: list[str]) -> bool:
-        ledger = self.sim.ledger()
-        statuses = {w["wip_id"]: w for w in ledger["wips"]}
-        self.banner("summary")
-        ok = True
-        for wip in wips:
-            rows = [h for h in ledger["history"] if h["wip_id"] == wip]
-            passes = sorted(h["process_number"] for h in rows if h["result"] == "PASS")
-            record = statuses[wip]
-            good = (
-                passes == list(PROCESSES)
-                and record["status"] == "CONVERTED"
-                and record["serial_number"] is not None
-                and self.serials.get(wip, record["serial_number"]) == record["serial_number"]
+    async def run_process(self, wip: str, process: int, *, rework: bool = False) -> None:
+        """One station's work on one WIP: scan, measure, finish (a station tests one at a time)."""
+        station = STATION_OF[process]
+        where = f"station {station}"
+        async with self.stations[station]:
+            mark = len(self.seen)
+            scan = {"wip_id": wip, "process_id": process, "operator_id": OPERATOR}
+            await self.send(station, Inbound.START, scan)
+            started = await self.wait(
+                lambda o: o["event"].startswith("PROCESS_STARTED") and o["wip_id"] == wip,
+                after=mark,
             )
-            ok &= good
-            print(
-                f"  {wip}  {len(rows)} records, PASS on {passes}, {record['status']}, "
-                f"serial {record['serial_number']}  {'✓' if good else '✗'}",
-                file=self.out,
+            batch = started["batch_id"]
+            await asyncio.sleep(TEST_TIME_S)  # the station runs its test sequence
+            if station == "1":
+                torque = {"name": "torque_nm", "value": 1.2 + process / 10, "unit": "Nm"}
+                await self.send(station, Inbound.MEASUREMENT, {"batch_id": batch, **torque})
+            elif station == "2":  # the balance's reading goes into the batch by itself
+                live = await self.wait(
+                    lambda o: o["event"] == "LIVE" and o.get("batch_id") == batch
+                )
+                mass = live["measurements"]["mass_g"]
+                self.say(where, "gauge balance", f"{mass['value']} {mass['unit']} → batch {batch}")
+            else:
+                values = {"voltage_v": 3.7, "leak_test": "PASS"}
+                await self.send(
+                    station, Inbound.MEASUREMENT, {"batch_id": batch, "measurements": values}
+                )
+            finish: dict[str, Any] = {"batch_id": batch}
+            if rework:
+                finish.update(result="REWORK", notes="connector reseated")
+            await self.send(station, Inbound.COMPLETE, finish)
+            await self.wait(
+                lambda o: o["event"].startswith("SEQUENCE_COMPLETE") and o.get("batch_id") == batch,
+                after=mark,
             )
-        rows_ok = len(ledger["history"]) == self.expected_rows
-        ok &= rows_ok
+
+    async def run_wip(self, wip: str, *, rework_at: int | None) -> None:
+        for process in range(1, 7):
+            if process == rework_at:
+                await self.run_process(wip, process, rework=True)
+            await self.run_process(wip, process)
+        await self.wait(lambda o: o["event"] == "SERIAL_CREATED" and o["wip_id"] == wip, within=120)
+
+
+async def _trouble(floor: _Floor, sim: MesSimulator, wips: list[str]) -> None:
+    """What the MES does to the stations while they work."""
+
+    def started(wip: str, process: int) -> Callable[[Outcome], bool]:
+        return lambda o: (
+            o["event"].startswith("PROCESS_STARTED")
+            and (o["wip_id"], o["process_id"]) == (wip, process)
+        )
+
+    await floor.wait(started(wips[0], 2))
+    floor.banner("the MES goes down for 2.5 seconds: the stations keep working")
+    sim.set_faults(mode="unavailable")
+    await asyncio.sleep(2.5)  # the length of the outage is the point here
+    floor.banner("the MES is back: the outbox delivers what waited, in order")
+    sim.set_faults(mode="ok")
+    await floor.wait(started(wips[-1], 5), within=120)
+    floor.banner("the MES records the next 완공 but its answer is lost")
+    sim.set_faults(mode="drop_response", path_contains="/complete-process", times=1)
+    await floor.wait(started(wips[-1], 6), within=120)
+    floor.banner("30 minutes pass: the MES expires every access token")
+    sim.set_faults(expire_tokens=True)
+
+
+def _summary(floor: _Floor, sim: MesSimulator, wips: list[str], out: TextIO) -> bool:
+    ledger = sim.ledger()
+    print("\n-- summary --", file=out)
+    ok = True
+    serials = {
+        o["wip_id"]: o.get("serial_number") for o in floor.seen if o["event"] == "SERIAL_CREATED"
+    }
+    for wip in wips:
+        rows = [h for h in ledger["history"] if h["wip_id"] == wip]
+        passes = sorted(h["process_number"] for h in rows if h["result"] == "PASS")
+        [record] = [w for w in ledger["wips"] if w["wip_id"] == wip]
+        masses = [h["measurements"].get("mass_g") for h in rows if h["process_number"] in (3, 4)]
+        good = bool(
+            passes == [1, 2, 3, 4, 5, 6]
+            and record["status"] == "CONVERTED"
+            and record["serial_number"] is not None
+            and serials.get(wip) == record["serial_number"]
+            and all(isinstance(mass, float) for mass in masses)
+        )
+        ok &= good
+        fails = len(rows) - len(passes)
         print(
-            f"  MES records: {len(ledger['history'])} (sent {self.expected_rows}, "
-            f"no duplicates: {'✓' if rows_ok else '✗'}); requests {ledger['requests']}, "
-            f"logins {ledger['logins']}, token refreshes {ledger['refreshes']}",
-            file=self.out,
+            f"  {wip}  PASS on {passes}{f' (+{fails} FAIL)' if fails else ''}, balance "
+            f"{masses} g, {record['status']}, serial {record['serial_number']}  "
+            f"{'✓' if good else '✗'}",
+            file=out,
         )
-        print(f"\n{'OK' if ok else 'FAILED'}: {len(wips)} WIPs", file=self.out, flush=True)
-        return ok
+    pending: int = sum(s["outbox"]["pending"] for s in floor.status.values())
+    dead: int = sum(s["outbox"]["dead_letters"] for s in floor.status.values())
+    ok &= pending == 0 and dead == 0
+    print(
+        f"  outbox: {pending} pending, {dead} dead letters; MES requests {ledger['requests']}, "
+        f"logins {ledger['logins']}, token refreshes {ledger['refreshes']}",
+        file=out,
+    )
+    print(f"\n{'OK' if ok else 'FAILED'}: {len(wips)} WIPs", file=out, flush=True)
+    return ok
 
 
 async def run_demo(*, wips: int, out: TextIO) -> int:
-    with MesSimulator(port=0, wips=max(wips, 2)) as sim:
-        print(f"MES simulator (deployed semantics) at {sim.url}", file=out)
-        config = MesConfig(url=sim.url, username="admin", password="admin-pass", timeout_s=5)
-        async with MesClient(config) as client:
-            ok = await _Demo(sim, client, out).run(max(wips, 2))
+    count = max(wips, 2)
+    with (
+        MesSimulator(port=0, wips=count) as sim,
+        GaugeSimulator(format="and", rate_hz=5, value=152.3, unit="g", wander=True) as gauge,
+        tempfile.TemporaryDirectory(prefix="station-bridge-demo-") as data,
+    ):
+        config = _config(sim, Path(data), gauge.path)
+        print(
+            f"MES simulator at {sim.url}; embedded MQTT broker on 127.0.0.1:"
+            f"{config.mqtt.port}; A&D balance on {gauge.path}",
+            file=out,
+        )
+        ready = asyncio.Event()
+        bridge = asyncio.create_task(run_bridge(config, ready=ready))
+        try:
+            async with asyncio.timeout(30):
+                await ready.wait()
+            topics = Topics()
+            client = aiomqtt.Client("127.0.0.1", config.mqtt.port, identifier="demo-floor")
+            async with client:
+                for topic in (
+                    topics.results(),
+                    topics.status("+"),
+                    topics.live("+"),
+                    topics.device_status("+", "+"),
+                ):
+                    await client.subscribe(topic, qos=1)
+                floor = _Floor(client, topics, out)
+                listener = asyncio.create_task(floor.listen())
+                names = sim.wip_ids[:count]
+                try:
+                    async with asyncio.TaskGroup() as tasks:
+                        tasks.create_task(_trouble(floor, sim, names))
+                        for index, wip in enumerate(names):
+                            rework = 2 if index == 1 else None
+                            tasks.create_task(floor.run_wip(wip, rework_at=rework))
+                    await asyncio.sleep(0.3)  # the last status (published at most 10 a second)
+                finally:
+                    listener.cancel()
+                ok = _summary(floor, sim, names, out)
+        finally:
+            bridge.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await bridge
     return 0 if ok else 1
