@@ -17,13 +17,13 @@ from datetime import UTC, datetime
 
 from devices import GaugeReader
 
-from .broker import EmbeddedBroker
+from .broker import EmbeddedBroker, EmbeddedBrokerError, is_loopback
 from .config import BridgeConfig, MqttConfig
 from .gauges import GaugeEvents
 from .lifecycle import Lifecycle
 from .mes import MesClient
 from .mqtt import MqttLink
-from .store import Store
+from .store import Store, StoreError
 from .topics import Topics
 
 _log = logging.getLogger(__name__)
@@ -39,7 +39,10 @@ async def _broker(config: MqttConfig) -> AsyncIterator[MqttConfig]:
     if not config.embedded:
         yield config
         return
-    async with EmbeddedBroker(host=config.host, port=config.port) as broker:
+    # Bound to a loopback address (the default) only this box can connect; bound to a LAN
+    # address or 0.0.0.0, the stations and tablets on it are meant to.
+    remote = not is_loopback(config.host)
+    async with EmbeddedBroker(host=config.host, port=config.port, allow_remote=remote) as broker:
         _log.info("embedded MQTT broker on %s:%s", broker.host, broker.port)
         yield config.model_copy(update={"port": broker.port})
 
@@ -70,7 +73,8 @@ async def run_bridge(config: BridgeConfig, *, ready: asyncio.Event | None = None
 
 
 def main(config: BridgeConfig) -> int:
-    """Run the bridge in this process; SIGTERM or Ctrl-C stop it cleanly."""
+    """Run the bridge in this process; SIGTERM or Ctrl-C stop it cleanly (exit 0). A bridge that
+    cannot start (its data_dir unusable, the embedded broker's port taken) exits 2."""
 
     async def supervised() -> None:
         task = asyncio.current_task()
@@ -81,5 +85,10 @@ def main(config: BridgeConfig) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await run_bridge(config)
 
-    asyncio.run(supervised())
+    try:
+        asyncio.run(supervised())
+    except (StoreError, EmbeddedBrokerError) as error:
+        _log.error("cannot run: %s", error)
+        return 2
+    _log.info("stopped")
     return 0

@@ -63,6 +63,7 @@ __all__ = [
     "EmbeddedBroker",
     "EmbeddedBrokerError",
     "find_free_port",
+    "is_loopback",
 ]
 
 _log = logging.getLogger(__name__)
@@ -80,7 +81,8 @@ class BrokerPortInUseError(EmbeddedBrokerError):
     """host:port is already taken (another broker, another bridge): `errno` is EADDRINUSE."""
 
 
-def _is_loopback(address: str | None) -> bool:
+def is_loopback(address: str | None) -> bool:
+    """Whether an address (or "localhost") is this machine's loopback."""
     if not address:
         return False
     try:
@@ -102,7 +104,7 @@ class _LoopbackAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
 
     async def authenticate(self, *, session: Any) -> bool:
         address: str | None = getattr(session, "remote_address", None)
-        if self.config.allow_remote or _is_loopback(address):
+        if self.config.allow_remote or is_loopback(address):
             return True
         _log.warning(
             "embedded broker: refused MQTT client %r from %s (only loopback clients are allowed)",
@@ -202,7 +204,7 @@ class EmbeddedBroker:
             ) from error
 
         self._port = int(self._server.sockets[0].getsockname()[1])
-        if not self._allow_remote and not _is_loopback(self._host):
+        if not self._allow_remote and not is_loopback(self._host):
             _log.warning(
                 "embedded broker listens on %s but accepts only loopback clients "
                 "(allow_remote=False)",

@@ -64,6 +64,8 @@ def _run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
     logging.Formatter.converter = time.gmtime  # log times are UTC, like everything else
+    if config.log_level != "DEBUG":  # a line per MES request is noise, and shows the URL
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     return run_main(config)
 
 
@@ -194,6 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.run(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `station-bridge outbox list | head`
+        sys.stderr.close()
+        return 0
     return result
 
 

@@ -47,7 +47,7 @@ class MesState(StrEnum):
 class DeliveryListener(Protocol):
     """What the dispatcher reports; each call writes the entry's new state to disk first."""
 
-    async def attempt_starting(self, entry: Entry) -> Entry: ...
+    async def attempt_starting(self, entry: Entry) -> Entry | None: ...
 
     async def delivered(self, entry: Entry, answer: Answer, wip_status: WipStatus | None) -> None:
         """`answer` is None when a lost earlier attempt turned out to have been recorded."""
@@ -145,12 +145,17 @@ class Dispatcher:
             del self._hurry[wip_id]
 
     async def _attempt(self, entry: Entry) -> None:
-        entry = await self._lifecycle.attempt_starting(entry)
-        request = entry.request
+        started = await self._lifecycle.attempt_starting(entry)
+        if started is None:
+            return
+        entry, request = started, started.request
         answer: Answer = None
         try:
-            if not (entry.maybe_applied and await self._mes.recorded(request)):
-                answer = await self._mes.send(request)
+            try:
+                if not (entry.maybe_applied and await self._mes.recorded(request)):
+                    answer = await self._mes.send(request)
+            except (ValueError, TypeError) as error:  # cannot even be encoded: no retry helps
+                raise MesError(MesErrorCode.VALIDATION, detail=f"not sendable: {error}") from error
         except MesError as error:
             if not was_delivered_before(entry, error):
                 await self._failed(entry, error)

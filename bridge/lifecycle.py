@@ -37,7 +37,7 @@ from .messages import (
     WipConvert,
     parse_payload,
 )
-from .outbox import Change, Entry, Outbox, load_state, new_entry
+from .outbox import NEXT_SEQ_KEY, Change, Entry, Outbox, load_state, new_entry
 from .outcomes import TOPIC, Event, outcome
 from .problems import Problem, ProblemCode
 from .results import Measured
@@ -204,7 +204,14 @@ class Lifecycle:
         if isinstance(batch, Problem):
             self._error(station.id, batch, batch_id=message.batch_id)
             return
-        if await self._commit(station.id, Change(dropped_batches=[batch.batch_id]), batch=batch):
+        # A 착공 not yet tried need not reach the MES at all; one already tried may be there.
+        unsent = [
+            entry
+            for entry in self.outbox.pending()
+            if entry.batch_id == batch.batch_id and entry.attempts == 0
+        ]
+        change = Change(dropped_batches=[batch.batch_id], dropped_entries=unsent)
+        if await self._commit(station.id, change, batch=batch):
             _log.info("batch %s aborted: %s", batch.batch_id, message.reason)
             self._result(station.id, Event.BATCH_ABORTED, reason=message.reason, **_ids(batch))
             self._status(station.id)
@@ -245,7 +252,9 @@ class Lifecycle:
 
     # -- delivery reports (from the dispatcher) -----------------------------------------------
 
-    async def attempt_starting(self, entry: Entry) -> Entry:
+    async def attempt_starting(self, entry: Entry) -> Entry | None:
+        """The entry, marked as under way on disk; None when it was cancelled meanwhile (its
+        batch aborted before the attempt)."""
         started = entry.model_copy(
             update={
                 "attempts": entry.attempts + 1,
@@ -254,6 +263,8 @@ class Lifecycle:
             }
         )
         async with self._lock:
+            if self.outbox.get(entry.seq) is None:
+                return None
             await self._write(Change(entries=[started]))
         return started
 
@@ -329,6 +340,14 @@ class Lifecycle:
             )
         for other in dependents:
             self._error(other.station_id, blocked, action=other.action, **_entry_ids(other))
+            if other.announced:
+                self._result(
+                    other.station_id,
+                    Event.SYNC_FAILED,
+                    action=other.action,
+                    error=blocked.to_dict(),
+                    **_entry_ids(other),
+                )
         self.publish_all_status()  # the outbox counts changed
 
     def mes_state_changed(self, state: MesState) -> None:
@@ -354,13 +373,15 @@ class Lifecycle:
             station_id=entry.station_id,
             batch_id=entry.batch_id,
             now=self._clock(),
-            announced=entry.announced,
         )
 
     # -- disk and topics ----------------------------------------------------------------------
 
     async def _write(self, change: Change) -> None:
-        await self._store.commit(change.writes())
+        writes = change.writes()
+        if change.entries:
+            writes[NEXT_SEQ_KEY] = str(self.outbox.next_seq)
+        await self._store.commit(writes)
         self.outbox.apply(change)
         for batch_id in change.dropped_batches:
             self.batches.pop(batch_id, None)

@@ -7,6 +7,7 @@ knows it (1..6 on the MES today), never the MES's row id.
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any
 
 from pydantic import (
@@ -115,7 +116,7 @@ def parse_payload(kind: Inbound, raw: bytes, *, max_bytes: int) -> Payload | Pro
         )
     try:
         # Decoded first: json.loads would also guess UTF-16/32 from bytes, and MQTT says UTF-8.
-        data = json.loads(raw.decode("utf-8"), parse_constant=_not_json)
+        data = json.loads(raw.decode("utf-8"), parse_constant=_not_json, parse_float=_finite)
     except (UnicodeDecodeError, ValueError) as error:
         return Problem(ProblemCode.INVALID_JSON, str(error))
     if not isinstance(data, dict):
@@ -128,6 +129,13 @@ def parse_payload(kind: Inbound, raw: bytes, *, max_bytes: int) -> Payload | Pro
 
 def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):  # 1e999: valid JSON, but no MES request can carry it
+        raise ValueError(f"{text} is out of range for a number")
+    return number
 
 
 def describe(error: ValidationError) -> str:

@@ -93,14 +93,19 @@ class Change:
 class Outbox:
     """Pending and dead-lettered entries, in order."""
 
-    def __init__(self, entries: Iterable[Entry] = ()) -> None:
+    def __init__(self, entries: Iterable[Entry] = (), *, next_seq: int = 1) -> None:
         self._entries = {entry.seq: entry for entry in entries}
-        self._next_seq = max(self._entries, default=0) + 1
+        self._next_seq = max(next_seq, max(self._entries, default=0) + 1)
 
     def new_seq(self) -> int:
         seq = self._next_seq
         self._next_seq += 1
         return seq
+
+    @property
+    def next_seq(self) -> int:
+        """Kept on disk too, so that a number never names two requests (logs, `outbox list`)."""
+        return self._next_seq
 
     def apply(self, change: Change) -> None:
         for entry in change.dropped_entries:
@@ -150,6 +155,9 @@ class Outbox:
         ]
 
 
+NEXT_SEQ_KEY = "meta/next_seq"
+
+
 def load_state(rows: dict[str, str]) -> tuple[dict[str, Batch], Outbox]:
     """Active batches and the outbox from what the store holds."""
     batches: dict[str, Batch] = {}
@@ -160,7 +168,7 @@ def load_state(rows: dict[str, str]) -> tuple[dict[str, Batch], Outbox]:
             batches[batch.batch_id] = batch
         elif key.startswith("outbox/"):
             entries.append(Entry.model_validate_json(text))
-    return batches, Outbox(entries)
+    return batches, Outbox(entries, next_seq=int(rows.get(NEXT_SEQ_KEY, "1")))
 
 
 def new_entry(

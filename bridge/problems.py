@@ -25,7 +25,6 @@ class ProblemCode(StrEnum):
     OUTBOX_FULL = "OUTBOX_FULL"
     STORAGE_FAILED = "STORAGE_FAILED"
     BLOCKED = "BLOCKED"
-    GAUGE = "GAUGE"
 
 
 _WORDS: dict[ProblemCode, tuple[str, str]] = {
@@ -75,7 +74,6 @@ _WORDS: dict[ProblemCode, tuple[str, str]] = {
         "Not sent to the MES because the batch's start (착공) was refused",
         "착공이 거부되어 MES로 전송하지 않았습니다",
     ),
-    ProblemCode.GAUGE: ("The gauge reported a problem", "계측기가 문제를 보고했습니다"),
 }
 
 

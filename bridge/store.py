@@ -21,6 +21,9 @@ _T = TypeVar("_T")
 SETTINGS: dict[str, Any] = {
     "eviction_policy": "none",
     "sqlite_synchronous": 2,  # FULL: fsync on every commit
+    # diskcache writes large values to files of their own, without fsync: keep every value in
+    # SQLite, where the commit covers it.
+    "disk_min_file_size": 1 << 30,
 }
 
 

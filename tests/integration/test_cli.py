@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -279,3 +280,34 @@ def test_outbox_list_without_data(tmp_path: Path) -> None:
     config = write_config(tmp_path, f"data_dir: {tmp_path / 'nothing'}\n")
     done = run("outbox", "list", "--config", str(config))
     assert done.returncode == 2 and "no bridge data here" in done.stderr
+
+
+def test_gauge_sim_plays_a_balance_on_a_pty_until_terminated() -> None:
+    process = subprocess.Popen(
+        [*EXE, "gauge-sim", "--format", "and", "--rate", "50"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        path = process.stdout.readline().strip()  # the first line is the port, for scripts
+        assert path.startswith("/dev/pts/"), path
+        port = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+        try:
+            seen = b""
+            deadline = 100  # reads of at most 0.1 s: the gauge sends 50 lines a second
+            while b"ST,+" not in seen and deadline:
+                ready, _, _ = select.select([port], [], [], 0.1)
+                if ready:
+                    seen += os.read(port, 1024)
+                deadline -= 1
+            assert re.search(rb"ST,\+\d+\.\d+ +g", seen), seen
+        finally:
+            os.close(port)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()

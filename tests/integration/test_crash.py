@@ -48,6 +48,11 @@ class BridgeProcess:
         os.kill(self._process.pid, signal.SIGKILL)
         self._process.wait(timeout=10)
 
+    def terminate(self) -> int:
+        assert self._process is not None
+        self._process.terminate()
+        return self._process.wait(timeout=30)
+
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
@@ -132,3 +137,30 @@ async def test_sigkill_mid_run_loses_nothing_and_duplicates_nothing(
     assert {w["wip_id"]: w["status"] for w in sim.ledger()["wips"] if w["wip_id"] in wips} == {
         wip: "COMPLETED" for wip in wips
     }
+
+
+async def test_sigterm_stops_cleanly_and_says_offline(
+    config: BridgeConfig, bridge_process: BridgeProcess
+) -> None:
+    availability = f"{config.mqtt.topic_prefix}/bridge/{config.bridge_id}/availability"
+    async with Tablet(config) as tablet:
+        bridge_process.start()
+        await tablet.latest(availability, lambda p: p == "online", within=30)
+        assert bridge_process.terminate() == 0
+        await tablet.latest(availability, lambda p: p == "offline", within=10)
+
+
+def test_an_unusable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    config_file = tmp_path / "bridge.yaml"
+    config_file.write_text(f"data_dir: {tmp_path / 'a-file' / 'data'}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "run", "--config", str(config_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "cannot run" in done.stderr and "a-file" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -473,7 +473,7 @@ def test_every_bad_field_is_listed() -> None:
         assert field in problem.detail
 
 
-# -- suspected bugs ------------------------------------------------------------------------------
+# -- numbers and encodings that are not what they seem -------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -482,8 +482,10 @@ def test_every_bad_field_is_listed() -> None:
         b'{"name": "t", "value": NaN}',
         b'{"name": "t", "value": Infinity}',
         b'{"measurements": {"t": -Infinity}}',
+        b'{"name": "t", "value": 1e999}',
+        b'{"measurements": {"t": -2.5e400}}',
     ],
-    ids=["nan", "infinity", "minus-infinity-in-dict"],
+    ids=["nan", "infinity", "minus-infinity-in-dict", "overflow", "overflow-negative"],
 )
 def test_non_standard_json_numbers_are_refused(body: bytes) -> None:
     problem = parse_payload(Inbound.MEASUREMENT, body, max_bytes=MAX)

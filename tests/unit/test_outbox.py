@@ -15,7 +15,7 @@ from bridge.mes.models import (
     Result,
     StartProcess,
 )
-from bridge.outbox import Change, Entry, Outbox, batch_key, load_state, new_entry
+from bridge.outbox import NEXT_SEQ_KEY, Change, Entry, Outbox, batch_key, load_state, new_entry
 from bridge.results import Measured
 from bridge.station import Batch
 
@@ -380,6 +380,18 @@ def test_load_state_continues_seq_and_order() -> None:
     assert outbox.new_seq() == 6
     assert outbox.head("WIP-1") is not None and outbox.head("WIP-1") == ENTRIES[0]
     assert [e.seq for e in outbox.dead()] == [4]
+
+
+def test_a_number_is_never_given_twice_across_restarts() -> None:
+    # Every entry up to #9 was delivered (removed) before the restart: #10 is next, not #1.
+    _, outbox = load_state({NEXT_SEQ_KEY: "10"})
+    assert outbox.new_seq() == 10 and outbox.next_seq == 11
+    _, outbox = load_state({**stored(ENTRIES), NEXT_SEQ_KEY: "2"})  # entries win over the counter
+    assert outbox.new_seq() == 6
+
+
+def stored(entries: list[Entry]) -> dict[str, str]:
+    return {k: v for k, v in Change(entries=entries).writes().items() if v is not None}
 
 
 def test_load_state_ignores_other_keys_and_empty() -> None:
