@@ -72,18 +72,34 @@ async def run_bridge(config: BridgeConfig, *, ready: asyncio.Event | None = None
             await store.close()
 
 
+async def stop(task: asyncio.Task[None]) -> None:
+    """Cancel a task and wait for it to end.
+
+    Asked again each second: in Python 3.11 a cancellation that meets a just-finished
+    `asyncio.wait_for` (aiomqtt uses it for every call) can be swallowed, and a bridge asked once
+    would then run on after SIGTERM.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1)
+    with contextlib.suppress(asyncio.CancelledError):
+        task.result()
+
+
 def main(config: BridgeConfig) -> int:
     """Run the bridge in this process; SIGTERM or Ctrl-C stop it cleanly (exit 0). A bridge that
     cannot start (its data_dir unusable, the embedded broker's port taken) exits 2."""
 
     async def supervised() -> None:
-        task = asyncio.current_task()
-        assert task is not None
+        stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
-            await run_bridge(config)
+            loop.add_signal_handler(signum, stopping.set)
+        bridge = asyncio.create_task(run_bridge(config), name="bridge")
+        signalled = asyncio.create_task(stopping.wait())
+        await asyncio.wait({bridge, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        signalled.cancel()
+        await stop(bridge)
 
     try:
         asyncio.run(supervised())

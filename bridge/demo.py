@@ -11,7 +11,6 @@ process and WIP, and nothing is left in the outbox.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import tempfile
 from collections.abc import Callable
@@ -24,7 +23,7 @@ import aiomqtt
 from devices import GaugeSimulator
 from mes_sim import MesSimulator
 
-from .app import run_bridge
+from .app import run_bridge, stop
 from .broker import find_free_port
 from .config import BridgeConfig
 from .topics import Inbound, Topics
@@ -298,7 +297,5 @@ async def run_demo(*, wips: int, out: TextIO) -> int:
                     listener.cancel()
                 ok = _summary(floor, sim, names, out)
         finally:
-            bridge.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await bridge
+            await stop(bridge)
     return 0 if ok else 1

@@ -98,18 +98,18 @@ class MqttLink:
         # the message.
         client._client.manual_ack_set(True)
         async with client:
-            await client.publish(self._availability, b"online", qos=1, retain=True)
             for topic in self._topics.subscriptions():
                 await client.subscribe(topic, qos=1)
-            _log.info(
-                "MQTT connected to %s:%s as %s",
-                self._config.host,
-                self._config.port,
-                self._client_id,
-            )
-            self.connected.set()
-            on_connect()
             try:
+                await client.publish(self._availability, b"online", qos=1, retain=True)
+                _log.info(
+                    "MQTT connected to %s:%s as %s",
+                    self._config.host,
+                    self._config.port,
+                    self._client_id,
+                )
+                self.connected.set()
+                on_connect()
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self._send(client))
                     tasks.create_task(self._receive(client, handler))

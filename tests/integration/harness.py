@@ -17,7 +17,7 @@ from typing import Any
 
 import aiomqtt
 
-from bridge.app import run_bridge
+from bridge.app import run_bridge, stop
 from bridge.config import BridgeConfig
 from bridge.topics import Inbound, ResultKind, Topics
 from mes_sim import MesSimulator
@@ -160,8 +160,7 @@ async def running(config: BridgeConfig) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await stop(task)
 
 
 def event(name: str) -> Callable[[Payload], bool]:

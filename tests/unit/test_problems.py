@@ -38,11 +38,11 @@ def test_problem_wording_is_distinct_per_code() -> None:
             },
         ),
         (
-            Problem(ProblemCode.GAUGE),
+            Problem(ProblemCode.NO_ACTIVE_BATCH),
             {
-                "code": "GAUGE",
-                "message": "The gauge reported a problem",
-                "message_ko": "계측기가 문제를 보고했습니다",
+                "code": "NO_ACTIVE_BATCH",
+                "message": "No batch is running on this station: scan a WIP first",
+                "message_ko": "진행 중인 배치가 없습니다: 먼저 WIP를 스캔하세요",
                 "detail": "",
             },
         ),
