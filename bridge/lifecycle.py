@@ -329,25 +329,13 @@ class Lifecycle:
             if entry.action == "start" and entry.batch_id in self.batches:
                 change.dropped_batches.append(entry.batch_id)  # a refused 착공: the batch ends
             await self._write(change)
-        self._error(entry.station_id, error, action=entry.action, **_entry_ids(entry))
-        if entry.announced:
-            self._result(
-                entry.station_id,
-                Event.SYNC_FAILED,
-                action=entry.action,
-                error=reason,
-                **_entry_ids(entry),
-            )
-        for other in dependents:
-            self._error(other.station_id, blocked, action=other.action, **_entry_ids(other))
-            if other.announced:
-                self._result(
-                    other.station_id,
-                    Event.SYNC_FAILED,
-                    action=other.action,
-                    error=blocked.to_dict(),
-                    **_entry_ids(other),
-                )
+        refused: list[tuple[Entry, MesError | Problem]] = [(entry, error)]
+        refused += [(other, blocked) for other in dependents]
+        for item, why in refused:
+            ids = {"action": item.action, **_entry_ids(item)}
+            self._error(item.station_id, why, **ids)
+            if item.announced:  # the tablet was told it is queued: close that story too
+                self._result(item.station_id, Event.SYNC_FAILED, error=why.to_dict(), **ids)
         self.publish_all_status()  # the outbox counts changed
 
     def mes_state_changed(self, state: MesState) -> None:

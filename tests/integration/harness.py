@@ -111,11 +111,7 @@ class Tablet:
         def found() -> Payload | None:
             return next((p for t, p in self.seen if t == topic and where(p)), None)
 
-        async with asyncio.timeout(within), self._changed:
-            await self._changed.wait_for(lambda: found() is not None)
-        result = found()
-        assert result is not None
-        return result
+        return await self._first(found, within)
 
     async def latest(
         self, topic: str, where: Callable[[Payload], bool], *, within: float = 15.0
@@ -126,9 +122,12 @@ class Tablet:
             payloads = [p for t, p in self.seen if t == topic]
             return payloads[-1] if payloads and where(payloads[-1]) else None
 
+        return await self._first(current, within)
+
+    async def _first(self, pick: Callable[[], Payload | None], within: float) -> Payload:
         async with asyncio.timeout(within), self._changed:
-            await self._changed.wait_for(lambda: current() is not None)
-        result = current()
+            await self._changed.wait_for(lambda: pick() is not None)
+        result = pick()
         assert result is not None
         return result
 
