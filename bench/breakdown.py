@@ -65,7 +65,7 @@ STEPS = {
     "parse": "parse_payload: json.loads + pydantic MeasurementIn",
     "select": "select_batch",
     "record": "record: Batch.model_copy with the merged dict",
-    "writes": "Change.writes: Batch.model_dump_json (whole batch)",
+    "writes": "Change.writes: the batch header and the new row",
     "commit": "Store.commit (awaited, wall time)",
     "thread": "  of which in the store thread (SQLite, files, fsync)",
     "status": "status publish (coalesced)",

@@ -141,7 +141,8 @@ class Lifecycle:
             if isinstance(batch, Problem):
                 return None
             updated = record(batch, values)
-            if not await self._commit(station_id, Change(batches=[updated]), batch=batch):
+            change = Change(measured=[(updated, list(values))])
+            if not await self._commit(station_id, change, batch=batch):
                 return None
         self._status(station_id)
         return updated
@@ -184,8 +185,10 @@ class Lifecycle:
         if isinstance(batch, Problem):
             self._error(station.id, batch, batch_id=message.batch_id)
             return
-        updated = record(batch, message.values(), defects=message.defects)
-        if await self._commit(station.id, Change(batches=[updated]), batch=batch):
+        values = message.values()
+        updated = record(batch, values, defects=message.defects)
+        change = Change(measured=[(updated, list(values))])
+        if await self._commit(station.id, change, batch=batch):
             self._status(station.id)
 
     async def _complete(self, station: StationConfig, message: BatchComplete) -> None:
@@ -197,7 +200,7 @@ class Lifecycle:
         if isinstance(request, Problem):
             self._error(station.id, request, **_ids(batch))
             return
-        await self._enqueue(request, batch, Change(dropped_batches=[batch.batch_id]))
+        await self._enqueue(request, batch, Change(dropped_batches=[batch]))
 
     async def _abort(self, station: StationConfig, message: BatchAbort) -> None:
         batch = select_batch(self.batches.values(), station.id, message.batch_id)
@@ -210,7 +213,7 @@ class Lifecycle:
             for entry in self.outbox.pending()
             if entry.batch_id == batch.batch_id and entry.attempts == 0
         ]
-        change = Change(dropped_batches=[batch.batch_id], dropped_entries=unsent)
+        change = Change(dropped_batches=[batch], dropped_entries=unsent)
         if await self._commit(station.id, change, batch=batch):
             _log.info("batch %s aborted: %s", batch.batch_id, message.reason)
             self._result(station.id, Event.BATCH_ABORTED, reason=message.reason, **_ids(batch))
@@ -326,8 +329,9 @@ class Lifecycle:
             dependents = self.outbox.same_batch_after(entry)
             dead += [_dead(other, blocked.to_dict(), now) for other in dependents]
             change = Change(entries=dead)
-            if entry.action == "start" and entry.batch_id in self.batches:
-                change.dropped_batches.append(entry.batch_id)  # a refused 착공: the batch ends
+            ended = self.batches.get(entry.batch_id or "")
+            if entry.action == "start" and ended is not None:
+                change.dropped_batches.append(ended)  # a refused 착공: the batch ends
             await self._write(change)
         refused: list[tuple[Entry, MesError | Problem]] = [(entry, error)]
         refused += [(other, blocked) for other in dependents]
@@ -371,9 +375,9 @@ class Lifecycle:
             writes[NEXT_SEQ_KEY] = str(self.outbox.next_seq)
         await self._store.commit(writes)
         self.outbox.apply(change)
-        for batch_id in change.dropped_batches:
-            self.batches.pop(batch_id, None)
-        for batch in change.batches:
+        for batch in change.dropped_batches:
+            self.batches.pop(batch.batch_id, None)
+        for batch in change.updated_batches():
             self.batches[batch.batch_id] = batch
 
     async def _commit(

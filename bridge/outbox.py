@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from .mes.models import MesRequest, UtcDatetime
+from .results import Measured
 from .station import Batch
 
 
@@ -65,29 +66,61 @@ def batch_key(batch_id: str) -> str:
     return f"batch/{batch_id}"
 
 
+def measurement_key(batch_id: str, name: str) -> str:
+    return f"{_MEASUREMENT}{batch_id}/{name}"
+
+
+_MEASUREMENT = "measurement/"
+
+
+def _batch_rows(batch: Batch, names: Iterable[str]) -> dict[str, str | None]:
+    """A batch's header, and those of its measurements: each measurement is a row of its own, so
+    that a reading costs one small write however many the batch already holds."""
+    rows: dict[str, str | None] = {
+        batch_key(batch.batch_id): batch.model_dump_json(exclude={"measurements"})
+    }
+    for name in names:
+        rows[measurement_key(batch.batch_id, name)] = batch.measurements[name].model_dump_json()
+    return rows
+
+
 @dataclass
 class Change:
     """Writes that must reach the disk together (one transaction), then the memory."""
 
     entries: list[Entry] = field(default_factory=list)
-    batches: list[Batch] = field(default_factory=list)
-    dropped_batches: list[str] = field(default_factory=list)
     dropped_entries: list[Entry] = field(default_factory=list)
+    batches: list[Batch] = field(default_factory=list)
+    # A batch after new measurements, and their names: only those are written.
+    measured: list[tuple[Batch, list[str]]] = field(default_factory=list)
+    dropped_batches: list[Batch] = field(default_factory=list)
+
+    def updated_batches(self) -> list[Batch]:
+        return [*self.batches, *(batch for batch, _ in self.measured)]
 
     def writes(self) -> dict[str, str | None]:
         out: dict[str, str | None] = {}
-        for batch_id in self.dropped_batches:
-            out[batch_key(batch_id)] = None
+        for batch in self.dropped_batches:
+            out[batch_key(batch.batch_id)] = None
+            out.update({measurement_key(batch.batch_id, name): None for name in batch.measurements})
         for entry in self.dropped_entries:
             out[entry.key()] = None
         for batch in self.batches:
-            out[batch_key(batch.batch_id)] = batch.model_dump_json()
+            out.update(_batch_rows(batch, batch.measurements))
+        for batch, names in self.measured:
+            out.update(_batch_rows(batch, names))
         for entry in self.entries:
             out[entry.key()] = entry.model_dump_json()
         return out
 
     def __bool__(self) -> bool:
-        return bool(self.entries or self.batches or self.dropped_batches or self.dropped_entries)
+        return bool(
+            self.entries
+            or self.dropped_entries
+            or self.batches
+            or self.measured
+            or self.dropped_batches
+        )
 
 
 class Outbox:
@@ -161,13 +194,20 @@ NEXT_SEQ_KEY = "meta/next_seq"
 def load_state(rows: dict[str, str]) -> tuple[dict[str, Batch], Outbox]:
     """Active batches and the outbox from what the store holds."""
     batches: dict[str, Batch] = {}
+    measured: dict[str, dict[str, Measured]] = {}
     entries: list[Entry] = []
     for key, text in rows.items():
         if key.startswith("batch/"):
             batch = Batch.model_validate_json(text)
             batches[batch.batch_id] = batch
+        elif key.startswith(_MEASUREMENT):
+            batch_id, name = key[len(_MEASUREMENT) :].split("/", 1)
+            measured.setdefault(batch_id, {})[name] = Measured.model_validate_json(text)
         elif key.startswith("outbox/"):
             entries.append(Entry.model_validate_json(text))
+    for batch_id, values in measured.items():
+        if batch_id in batches:
+            batches[batch_id] = batches[batch_id].model_copy(update={"measurements": values})
     return batches, Outbox(entries, next_seq=int(rows.get(NEXT_SEQ_KEY, "1")))
 
 

@@ -273,29 +273,51 @@ def test_empty_change_is_false_and_writes_nothing() -> None:
     [
         Change(entries=[entry(1, start())]),
         Change(batches=[BATCH]),
-        Change(dropped_batches=["B1"]),
+        Change(measured=[(BATCH, ["torque"])]),
+        Change(dropped_batches=[BATCH]),
         Change(dropped_entries=[entry(1, start())]),
     ],
-    ids=["entry", "batch", "dropped-batch", "dropped-entry"],
+    ids=["entry", "batch", "measured", "dropped-batch", "dropped-entry"],
 )
 def test_any_change_is_true(change: Change) -> None:
     assert change
+
+
+B0 = Batch(
+    batch_id="B0",
+    station_id="s1",
+    wip_id="WIP-0",
+    process=1,
+    operator_id=7,
+    started_at=datetime(2026, 11, 26, 17, 0, tzinfo=KST),
+    measurements={"gap": Measured(value=0.2)},
+)
 
 
 def test_writes_keys_and_json_values() -> None:
     change = Change(
         entries=[entry(12, complete())],
         batches=[BATCH],
-        dropped_batches=["B0"],
+        dropped_batches=[B0],
         dropped_entries=[entry(3, start())],
     )
     writes = change.writes()
-    assert set(writes) == {"outbox/000000000012", "batch/B1", "batch/B0", "outbox/000000000003"}
-    assert writes["batch/B0"] is None
+    assert set(writes) == {
+        "outbox/000000000012",
+        "batch/B1",
+        "measurement/B1/torque",
+        "measurement/B1/label",
+        "measurement/B1/curve",
+        "batch/B0",
+        "measurement/B0/gap",
+        "outbox/000000000003",
+    }
+    assert writes["batch/B0"] is None and writes["measurement/B0/gap"] is None
     assert writes["outbox/000000000003"] is None
     stored_entry = writes["outbox/000000000012"]
     stored_batch = writes["batch/B1"]
-    assert stored_entry is not None and stored_batch is not None
+    stored_torque = writes["measurement/B1/torque"]
+    assert stored_entry is not None and stored_batch is not None and stored_torque is not None
     entry_json = json.loads(stored_entry)
     assert entry_json["seq"] == 12
     assert entry_json["request"]["kind"] == "complete"
@@ -304,8 +326,22 @@ def test_writes_keys_and_json_values() -> None:
     assert entry_json["next_attempt_at"] is None
     batch_json = json.loads(stored_batch)
     assert batch_json["started_at"] == "2026-11-26T09:00:00Z"
-    assert batch_json["measurements"]["torque"] == {"value": 1.5, "unit": "Nm"}
+    assert "measurements" not in batch_json  # each is a row of its own
     assert batch_json["defects"] == ["SCRATCH", "DENT"]
+    assert json.loads(stored_torque) == {"value": 1.5, "unit": "Nm"}
+
+
+def test_new_measurements_write_only_themselves_and_the_header() -> None:
+    writes = Change(measured=[(BATCH, ["label"])]).writes()
+    assert set(writes) == {"batch/B1", "measurement/B1/label"}
+
+
+def test_a_measurement_name_may_hold_slashes() -> None:
+    batch = B0.model_copy(update={"measurements": {"step/3/torque": Measured(value=1.0)}})
+    rows = {k: v for k, v in Change(batches=[batch]).writes().items() if v is not None}
+    assert "measurement/B0/step/3/torque" in rows
+    batches, _ = load_state(rows)
+    assert batches["B0"] == batch
 
 
 @pytest.mark.parametrize(
@@ -322,8 +358,8 @@ def test_batch_key() -> None:
 
 
 def test_a_batch_written_and_dropped_in_one_change_is_written() -> None:
-    writes = Change(batches=[BATCH], dropped_batches=["B1"]).writes()
-    assert writes["batch/B1"] is not None
+    writes = Change(batches=[BATCH], dropped_batches=[BATCH]).writes()
+    assert writes["batch/B1"] is not None and writes["measurement/B1/torque"] is not None
 
 
 # -- load_state ----------------------------------------------------------------------------------
