@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, TextIO
 
 import yaml
@@ -57,4 +56,4 @@ def _line(entry: Entry) -> str:
 
 def _reason(reason: dict[str, Any]) -> str:
     detail = f": {reason['detail']}" if reason.get("detail") else ""
-    return f"[{reason.get('code')}{detail}]" if detail else f"[{json.dumps(reason)[:200]}]"
+    return f"[{reason.get('code', '?')}{detail}]"

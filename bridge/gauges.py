@@ -27,14 +27,12 @@ class GaugeEvents:
         self._lifecycle = lifecycle
         self._topics = topics
         self._publish = publish
-        self._last_reading: dict[tuple[str, str], datetime] = {}
 
     async def reading(self, device: DeviceConfig, reading: Reading, at: datetime) -> None:
         values = {
             name: Measured(value=got.value, unit=got.unit) for name, got in reading.values.items()
         }
         batch = await self._lifecycle.measured(device.station, values)
-        self._last_reading[(device.station, device.name)] = at
         live: dict[str, Any] = {
             "station_id": device.station,
             "device": device.name,
