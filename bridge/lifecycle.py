@@ -114,9 +114,8 @@ class Lifecycle:
         station_id, kind = parsed
         station = self._config.station(station_id)
         if station is None:
-            self._error(
-                station_id, Problem(ProblemCode.UNKNOWN_STATION, f"no station {station_id!r}")
-            )
+            unknown = Problem(ProblemCode.UNKNOWN_STATION, f"no station {station_id!r}")
+            self._error(station_id, unknown, topic=kind.value)
             return
         payload = parse_payload(kind, raw, max_bytes=self._config.mqtt.max_message_bytes)
         async with self._lock:
