@@ -4,6 +4,8 @@ published where the tablet listens."""
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -402,3 +404,22 @@ async def test_aborting_a_batch_cancels_its_unsent_start(tablet: Tablet, sim: Me
     await tablet.expect("1", R.SYNCED)
     starts = {s["wip_id"] for s in sim.ledger()["starts"]}
     assert first in starts and second not in starts
+
+
+async def test_a_wrong_mes_password_keeps_records_and_shows_in_the_status(
+    sim: MesSimulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    mes = {"url": sim.url, "username": "admin", "password": "not-the-password", "timeout_s": 2}
+    config = make_config(sim, tmp_path, mes=mes)
+    wip = sim.wip_ids[0]
+    async with Tablet(config) as tablet, running(config):
+        await tablet.send("1", Inbound.START, start(wip))
+        queued = await tablet.expect("1", R.STARTED)
+        assert queued["event"] == "PROCESS_STARTED_OFFLINE"
+        assert queued["reason"]["code"] == "AUTH"
+        assert "계정" in queued["reason"]["message_ko"]
+        status = await tablet.status("1", lambda s: s["mes"] == "auth_failed")
+        assert status["outbox"] == {"pending": 1, "pending_total": 1, "dead_letters": 0}
+        published = json.dumps([payload for _, payload in tablet.seen], ensure_ascii=False)
+    assert "not-the-password" not in published + caplog.text
