@@ -1,14 +1,17 @@
-"""What `station-bridge check` and `station-bridge outbox list` show the person keeping the box."""
+"""What `station-bridge check` and `station-bridge outbox …` show and do for the person keeping
+the box."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any, TextIO
 
 import yaml
 
 from .config import BridgeConfig
-from .outbox import Entry, load_state
-from .store import read_directory
+from .outbox import Change, Entry, Outbox, load_state
+from .store import Store, StoreError, read_directory
 
 
 def show_config(config: BridgeConfig, *, out: TextIO) -> None:
@@ -57,3 +60,77 @@ def _line(entry: Entry) -> str:
 def _reason(reason: dict[str, Any]) -> str:
     detail = f": {reason['detail']}" if reason.get("detail") else ""
     return f"[{reason.get('code', '?')}{detail}]"
+
+
+class AdminError(Exception):
+    """An outbox command that cannot be done as asked; the message says why."""
+
+
+async def retry_dead(config: BridgeConfig, seqs: list[int], *, out: TextIO) -> None:
+    """Put dead letters back in the queue (the bridge must be stopped: it holds the store).
+
+    A refused 착공 comes back with the 완공 it blocked, so that the order of its batch holds.
+    """
+
+    def revive(outbox: Outbox, seq: int) -> list[Entry]:
+        entry = _dead_letter(outbox, seq)
+        if (entry.dead_reason or {}).get("code") == "BLOCKED":
+            raise AdminError(f"#{seq} waits for the request that blocked it: retry that one")
+        blocked = [
+            other
+            for other in outbox.dead()
+            if other.seq > seq
+            and other.batch_id is not None
+            and other.batch_id == entry.batch_id
+            and (other.dead_reason or {}).get("code") == "BLOCKED"
+        ]
+        return [_revived(item) for item in [entry, *blocked]]
+
+    async with _stopped_bridge_store(config) as (store, outbox):
+        change = Change(entries=[item for seq in seqs for item in revive(outbox, seq)])
+        await store.commit(change.writes())
+    for item in change.entries:
+        print(f"back in the queue: {item.describe()}", file=out)
+
+
+async def drop_dead(config: BridgeConfig, seqs: list[int], *, out: TextIO) -> None:
+    """Delete dead letters for good (the bridge must be stopped)."""
+    async with _stopped_bridge_store(config) as (store, outbox):
+        change = Change(dropped_entries=[_dead_letter(outbox, seq) for seq in seqs])
+        await store.commit(change.writes())
+    for item in change.dropped_entries:
+        print(f"dropped: {item.describe()}", file=out)
+
+
+@contextlib.asynccontextmanager
+async def _stopped_bridge_store(config: BridgeConfig) -> AsyncIterator[tuple[Store, Outbox]]:
+    directory = config.data_dir / "store"
+    if not directory.is_dir():
+        raise StoreError(f"{directory}: no bridge data here (is data_dir right?)")
+    store = Store(directory)
+    try:
+        _, outbox = load_state(await store.open())  # fails while a bridge has it open
+        yield store, outbox
+    finally:
+        await store.close()
+
+
+def _dead_letter(outbox: Outbox, seq: int) -> Entry:
+    entry = outbox.get(seq)
+    if entry is None:
+        raise AdminError(f"there is no request #{seq} in the outbox")
+    if not entry.dead:
+        raise AdminError(f"#{seq} is not a dead letter: it is still waiting to be delivered")
+    return entry
+
+
+def _revived(entry: Entry) -> Entry:
+    return entry.model_copy(
+        update={
+            "dead_at": None,
+            "dead_reason": None,
+            "last_error": entry.dead_reason,
+            "next_attempt_at": None,
+            "announced": True,  # its tablet already heard it failed: report on result/synced
+        }
+    )

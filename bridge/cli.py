@@ -100,6 +100,22 @@ def _gauge_sim(args: argparse.Namespace) -> int:
     return run_gauge_sim(format=args.format, rate_hz=args.rate, out=sys.stdout)
 
 
+def _outbox_change(args: argparse.Namespace) -> int:
+    from .admin import AdminError, drop_dead, retry_dead
+    from .store import StoreError
+
+    config = _load(args.config)
+    if config is None:
+        return 2
+    action = retry_dead if args.outbox_command == "retry" else drop_dead
+    try:
+        asyncio.run(action(config, args.seq, out=sys.stdout))
+    except (AdminError, StoreError) as error:
+        print(f"station-bridge outbox {args.outbox_command}: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -169,6 +185,16 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--config", type=Path, required=True)
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.set_defaults(run=_outbox_list)
+    for name, text in (
+        ("retry", "put dead letters back in the queue (a refused 착공 with what it blocked)"),
+        ("drop", "delete dead letters for good"),
+    ):
+        command = outbox_commands.add_parser(
+            name, help=text, description=f"{text[0].upper()}{text[1:]}. Stop the bridge first."
+        )
+        command.add_argument("--config", type=Path, required=True)
+        command.add_argument("seq", type=int, nargs="+", help="request numbers, as `list` shows")
+        command.set_defaults(run=_outbox_change)
 
     gauge = commands.add_parser(
         "gauge-sim",

@@ -9,6 +9,8 @@ of its calls run on one worker thread, in order, off the event loop.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,12 +38,17 @@ class Store:
         self.directory = directory
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._cache: diskcache.Cache | None = None
+        self._lock: int | None = None
 
     async def open(self) -> dict[str, str]:
-        """Open (or create) the store; returns everything it holds, key -> JSON text."""
+        """Open (or create) the store; returns everything it holds, key -> JSON text.
+
+        Only one process may have it open: two bridges on one outbox would each deliver it.
+        """
 
         def opened() -> dict[str, str]:
             self.directory.mkdir(parents=True, exist_ok=True)
+            self._lock = _exclusive(self.directory / "bridge.lock")
             self._cache = diskcache.Cache(str(self.directory), **SETTINGS)
             return read_all(self._cache)
 
@@ -66,6 +73,9 @@ class Store:
         if self._cache is not None:
             cache, self._cache = self._cache, None
             await self._run(cache.close)
+        if self._lock is not None:
+            os.close(self._lock)  # releases the lock
+            self._lock = None
         self._executor.shutdown(wait=True)
 
     def _require(self) -> diskcache.Cache:
@@ -80,6 +90,19 @@ class Store:
             raise
         except Exception as error:  # sqlite3 and OSError both surface here
             raise StoreError(f"{self.directory}: {type(error).__name__}: {error}") from error
+
+
+def _exclusive(path: Path) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreError(
+            f"{path.parent} is in use by another station-bridge (stop it first, or give this "
+            "one its own data_dir)"
+        ) from None
+    return fd
 
 
 def read_all(cache: diskcache.Cache) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import select
@@ -265,6 +266,8 @@ def test_outbox_list_shows_pending_and_dead_letters_with_reasons(
             await tablet.expect(
                 "1", ResultKind.ERROR, where=lambda p: p["error"]["code"] == "BLOCKED"
             )
+            busy = run("outbox", "drop", "--config", str(config_file), "1")
+            assert busy.returncode == 2 and "in use by another station-bridge" in busy.stderr
 
     asyncio.run(scenario())
     listing = run("outbox", "list", "--config", str(config_file))
@@ -273,7 +276,27 @@ def test_outbox_list_shows_pending_and_dead_letters_with_reasons(
     assert "PREREQUISITE_NOT_MET" in listing.stdout and "BLOCKED" in listing.stdout
     assert "batch doomed" in listing.stdout
     as_json = run("outbox", "list", "--config", str(config_file), "--json")
-    assert len(as_json.stdout.splitlines()) == 3
+    entries = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert len(entries) == 3
+    start, blocked, other = sorted(entries, key=lambda e: e["seq"])
+    assert blocked["dead_reason"]["code"] == "BLOCKED" and blocked["batch_id"] == "doomed"
+
+    def outbox(*args: object) -> subprocess.CompletedProcess[str]:
+        return run("outbox", *(str(arg) for arg in args), "--config", str(config_file))
+
+    refused = outbox("retry", blocked["seq"])
+    assert refused.returncode == 2 and "retry that one" in refused.stderr
+    retried = outbox("retry", start["seq"])
+    assert retried.returncode == 0, retried.stderr
+    assert (
+        f"#{start['seq']} start" in retried.stdout
+        and f"#{blocked['seq']} complete" in retried.stdout
+    )
+    dropped = outbox("drop", other["seq"])
+    assert dropped.returncode == 0 and f"dropped: #{other['seq']} start" in dropped.stdout
+    assert "2 pending, 0 dead-lettered" in outbox("list").stdout
+    assert "is not a dead letter" in outbox("drop", start["seq"]).stderr
+    assert "there is no request #999" in outbox("retry", 999).stderr
 
 
 def test_outbox_list_without_data(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ with every batch recorded exactly once, and nothing the stations sent is lost.""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -164,3 +165,26 @@ def test_an_unusable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "cannot run" in done.stderr and "a-file" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_a_second_bridge_on_the_same_data_dir_refuses_to_start(
+    config: BridgeConfig, bridge_process: BridgeProcess, tmp_path: Path
+) -> None:
+    availability = f"{config.mqtt.topic_prefix}/bridge/{config.bridge_id}/availability"
+    async with Tablet(config) as tablet:
+        bridge_process.start()
+        await tablet.latest(availability, lambda p: p == "online", within=30)
+        second = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bridge.cli",
+            "run",
+            "--config",
+            str(tmp_path / "bridge.yaml"),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, stderr = await asyncio.wait_for(second.communicate(), timeout=60)
+        assert second.returncode == 2
+        assert b"in use by another station-bridge" in stderr
+        await tablet.latest(availability, lambda p: p == "online")  # the first one runs on
