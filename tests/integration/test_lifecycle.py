@@ -4,6 +4,7 @@ published where the tablet listens."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -12,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from bridge.broker import find_free_port
+from bridge.broker import EmbeddedBroker, find_free_port
 from bridge.config import BridgeConfig
-from bridge.topics import Inbound, ResultKind
+from bridge.topics import Inbound, ResultKind, Topics
 from mes_sim import MesSimulator
 
 from .harness import (
@@ -423,3 +424,27 @@ async def test_a_wrong_mes_password_keeps_records_and_shows_in_the_status(
         assert status["outbox"] == {"pending": 1, "pending_total": 1, "dead_letters": 0}
         published = json.dumps([payload for _, payload in tablet.seen], ensure_ascii=False)
     assert "not-the-password" not in published + caplog.text
+
+
+async def test_the_bridge_reconnects_when_the_broker_comes_back(
+    sim: MesSimulator, tmp_path: Path
+) -> None:
+    port = find_free_port()
+    mqtt = {"host": "127.0.0.1", "port": port, "topic_prefix": "rc", "reconnect_max_s": 1}
+    config = bridge_config(sim, tmp_path / "data", host="127.0.0.1", port=port, mqtt=mqtt)
+    wip = sim.wip_ids[0]
+    availability = Topics("rc").availability(config.bridge_id)
+    async with contextlib.AsyncExitStack() as first:
+        await first.enter_async_context(EmbeddedBroker(port=port))
+        async with running(config):
+            async with Tablet(config) as tablet:
+                await tablet.send("1", Inbound.START, start(wip, batch_id="across"))
+                await tablet.expect("1", R.STARTED, where=event("PROCESS_STARTED"))
+            # The broker goes away with the batch running; a new one comes up on the same port.
+            await first.aclose()
+            async with EmbeddedBroker(port=port), Tablet(config) as tablet:
+                await tablet.latest(availability, lambda p: p == "online")
+                await tablet.send("1", Inbound.COMPLETE, {"batch_id": "across", "result": "PASS"})
+                done = await tablet.expect("1", R.COMPLETED)
+                assert done["event"] == "SEQUENCE_COMPLETE" and done["wip_id"] == wip
+    assert [row["result"] for row in ledger_rows(sim, wip)] == ["PASS"]
