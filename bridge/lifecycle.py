@@ -2,15 +2,19 @@
 out on the result topics.
 
 Inbound messages (MQTT or a serial gauge) and the dispatcher's delivery reports are handled here,
-one at a time (a lock), so that a decision always sees the state the previous one left.
+one at a time (a lock), so that a decision always sees the state the previous one left. MQTT
+messages that arrive together are handled as a group: one commit (one fsync) for all of them,
+before any of them is acknowledged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -56,6 +60,18 @@ _OFFLINE = {
 }
 
 
+@dataclass
+class _Group:
+    """What a group of messages did, until it is on disk: the state to go back to, the writes,
+    and what to publish or wake after the commit."""
+
+    owner: asyncio.Task[Any] | None
+    batches: dict[str, Batch]
+    entries: dict[int, Entry]
+    writes: dict[str, str | None] = field(default_factory=dict)
+    effects: list[Callable[[], None]] = field(default_factory=list)
+
+
 class Publish(Protocol):
     def __call__(self, topic: str, payload: dict[str, Any], *, retain: bool = False) -> None: ...
 
@@ -80,6 +96,7 @@ class Lifecycle:
         self._lock = asyncio.Lock()
         self._dirty: set[str] = set()
         self._flush: asyncio.TimerHandle | None = None
+        self._group: _Group | None = None
         self.batches: dict[str, Batch] = {}
         self.outbox = Outbox()
         self._mes = mes
@@ -105,8 +122,22 @@ class Lifecycle:
 
     # -- inbound ------------------------------------------------------------------------------
 
-    async def handle(self, topic: str, raw: bytes) -> None:
-        """One MQTT message. Returns once its effect is on disk (then it may be acknowledged)."""
+    async def handle(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """MQTT messages (topic, payload), in order. Returns once all their effects are on disk,
+        in one commit: then they may be acknowledged."""
+        try:
+            async with self._together():
+                for topic, raw in messages:
+                    try:
+                        self._one(topic, raw)
+                    except Exception:  # a bug: it must not cost the other messages their work
+                        _log.exception("handling a message on %s failed", topic)
+        except StoreError as error:
+            _log.error("not saved: %s", error)
+            for topic, raw in messages:
+                self._not_saved(topic, raw, error)
+
+    def _one(self, topic: str, raw: bytes) -> None:
         parsed = self._topics.parse(topic)
         if parsed is None:
             _log.warning("ignored a message on %s: not a station topic", topic)
@@ -118,39 +149,52 @@ class Lifecycle:
             self._error(station_id, unknown, topic=kind.value)
             return
         payload = parse_payload(kind, raw, max_bytes=self._config.mqtt.max_message_bytes)
-        async with self._lock:
-            if isinstance(payload, Problem):
-                self._error(station_id, payload, topic=kind.value)
-            elif isinstance(payload, BatchStart):
-                await self._start(station, payload)
-            elif isinstance(payload, MeasurementIn):
-                await self._measure(station, payload)
-            elif isinstance(payload, BatchComplete):
-                await self._complete(station, payload)
-            elif isinstance(payload, BatchAbort):
-                await self._abort(station, payload)
-            else:
-                await self._convert(station, payload)
+        if isinstance(payload, Problem):
+            self._error(station_id, payload, topic=kind.value)
+        elif isinstance(payload, BatchStart):
+            self._start(station, payload)
+        elif isinstance(payload, MeasurementIn):
+            self._measure(station, payload)
+        elif isinstance(payload, BatchComplete):
+            self._complete(station, payload)
+        elif isinstance(payload, BatchAbort):
+            self._abort(station, payload)
+        else:
+            self._convert(station, payload)
+
+    def _not_saved(self, topic: str, raw: bytes, error: StoreError) -> None:
+        parsed = self._topics.parse(topic)
+        if parsed is None or self._config.station(parsed[0]) is None:
+            return
+        payload = parse_payload(parsed[1], raw, max_bytes=self._config.mqtt.max_message_bytes)
+        ids = {name: getattr(payload, name, None) for name in ("batch_id", "wip_id", "process_id")}
+        problem = Problem(ProblemCode.STORAGE_FAILED, str(error))
+        self._error(parsed[0], problem, topic=parsed[1].value, **ids)
 
     async def measured(self, station_id: str, values: dict[str, Measured]) -> Batch | None:
         """A serial gauge's reading: recorded in the station's only active batch, if it has
         one (the batch it went into is returned)."""
-        async with self._lock:
-            batch = select_batch(self.batches.values(), station_id, None)
-            if isinstance(batch, Problem):
-                return None
-            updated = record(batch, values)
-            change = Change(measured=[(updated, list(values))])
-            if not await self._commit(station_id, change, batch=batch):
-                return None
-        self._status(station_id)
+        updated: Batch | None = None
+        try:
+            async with self._together():
+                batch = select_batch(self.batches.values(), station_id, None)
+                if not isinstance(batch, Problem):
+                    updated = record(batch, values)
+                    self._stage(Change(measured=[(updated, list(values))]))
+        except StoreError as error:
+            _log.error("reading not saved: %s", error)
+            problem = Problem(ProblemCode.STORAGE_FAILED, str(error))
+            self._error(station_id, problem, batch_id=updated.batch_id if updated else None)
+            return None
+        if updated is not None:
+            self._status(station_id)
         return updated
 
     def gauge_problem(self, station_id: str, error: dict[str, Any], **fields: Any) -> None:
         """A gauge's overload or error, told to the station's tablet."""
         self._result(station_id, Event.SEQUENCE_ERROR, error=error, **fields)
 
-    async def _start(self, station: StationConfig, start: BatchStart) -> None:
+    def _start(self, station: StationConfig, start: BatchStart) -> None:
         ids = {"wip_id": start.wip_id, "process_id": start.process_id, "batch_id": start.batch_id}
         repeated = self.batches.get(start.batch_id or "")
         if repeated and (repeated.wip_id, repeated.process) == (start.wip_id, start.process_id):
@@ -177,20 +221,19 @@ class Lifecycle:
             started_at=batch.started_at,
             equipment_id=batch.equipment_id,
         )
-        await self._enqueue(request, batch, Change(batches=[batch]))
+        self._enqueue(request, batch, Change(batches=[batch]))
 
-    async def _measure(self, station: StationConfig, message: MeasurementIn) -> None:
+    def _measure(self, station: StationConfig, message: MeasurementIn) -> None:
         batch = select_batch(self.batches.values(), station.id, message.batch_id)
         if isinstance(batch, Problem):
             self._error(station.id, batch, batch_id=message.batch_id)
             return
         values = message.values()
         updated = record(batch, values, defects=message.defects)
-        change = Change(measured=[(updated, list(values))])
-        if await self._commit(station.id, change, batch=batch):
-            self._status(station.id)
+        self._stage(Change(measured=[(updated, list(values))]))
+        self._status(station.id)
 
-    async def _complete(self, station: StationConfig, message: BatchComplete) -> None:
+    def _complete(self, station: StationConfig, message: BatchComplete) -> None:
         batch = select_batch(self.batches.values(), station.id, message.batch_id)
         if isinstance(batch, Problem):
             self._error(station.id, batch, batch_id=message.batch_id)
@@ -199,9 +242,9 @@ class Lifecycle:
         if isinstance(request, Problem):
             self._error(station.id, request, **_ids(batch))
             return
-        await self._enqueue(request, batch, Change(dropped_batches=[batch]))
+        self._enqueue(request, batch, Change(dropped_batches=[batch]))
 
-    async def _abort(self, station: StationConfig, message: BatchAbort) -> None:
+    def _abort(self, station: StationConfig, message: BatchAbort) -> None:
         batch = select_batch(self.batches.values(), station.id, message.batch_id)
         if isinstance(batch, Problem):
             self._error(station.id, batch, batch_id=message.batch_id)
@@ -212,19 +255,18 @@ class Lifecycle:
             for entry in self.outbox.pending()
             if entry.batch_id == batch.batch_id and entry.attempts == 0
         ]
-        change = Change(dropped_batches=[batch], dropped_entries=unsent)
-        if await self._commit(station.id, change, batch=batch):
-            _log.info("batch %s aborted: %s", batch.batch_id, message.reason)
-            self._result(station.id, Event.BATCH_ABORTED, reason=message.reason, **_ids(batch))
-            self._status(station.id)
+        self._stage(Change(dropped_batches=[batch], dropped_entries=unsent))
+        _log.info("batch %s aborted: %s", batch.batch_id, message.reason)
+        self._result(station.id, Event.BATCH_ABORTED, reason=message.reason, **_ids(batch))
+        self._status(station.id)
 
-    async def _convert(self, station: StationConfig, message: WipConvert) -> None:
+    def _convert(self, station: StationConfig, message: WipConvert) -> None:
         request = ConvertToSerial(
             wip_id=message.wip_id, operator_id=message.operator_id, notes=message.notes
         )
-        await self._enqueue(request, None, Change(), station_id=station.id)
+        self._enqueue(request, None, Change(), station_id=station.id)
 
-    async def _enqueue(
+    def _enqueue(
         self,
         request: StartProcess | CompleteProcess | ConvertToSerial,
         batch: Batch | None,
@@ -245,11 +287,10 @@ class Lifecycle:
             announced=queued,
         )
         change.entries.append(entry)
-        if not await self._commit(station_id, change, batch=batch, request=request):
-            return
+        self._stage(change)
         if queued:
             self._result(station_id, _OFFLINE[entry.action], **_entry_ids(entry))
-        self.dispatcher.wake(request.wip_id)
+        self._after_commit(lambda: self.dispatcher.wake(request.wip_id))
         self.publish_all_status()  # the outbox counts changed
 
     # -- delivery reports (from the dispatcher) -----------------------------------------------
@@ -369,35 +410,59 @@ class Lifecycle:
     # -- disk and topics ----------------------------------------------------------------------
 
     async def _write(self, change: Change) -> None:
+        """One change straight to disk, then memory (the dispatcher's reports)."""
+        await self._store.commit(self._writes(change))
+        self._apply(change)
+
+    def _stage(self, change: Change) -> None:
+        """A change inside `_together`: in memory now (the next message sees it), on disk with
+        the group."""
+        group = self._group
+        assert group is not None and group.owner is asyncio.current_task(), "not in _together"
+        group.writes.update(self._writes(change))
+        self._apply(change)
+
+    @contextlib.asynccontextmanager
+    async def _together(self) -> AsyncIterator[None]:
+        """Changes staged inside reach the disk in one commit at the end, and what they publish
+        or wake happens only after it. If the commit (or anything) fails, memory goes back to
+        what it was and the error is raised: nothing half-done."""
+        async with self._lock:
+            group = _Group(asyncio.current_task(), dict(self.batches), self.outbox.snapshot())
+            self._group = group
+            try:
+                yield
+                await self._store.commit(group.writes)
+            except BaseException:
+                self.batches = group.batches
+                self.outbox.restore(group.entries)
+                raise
+            finally:
+                self._group = None
+        for effect in group.effects:
+            effect()
+
+    def _after_commit(self, effect: Callable[[], None]) -> None:
+        group = self._group
+        # Only the task handling the group waits for its commit: a delivery report from a lane,
+        # made while a group is being written, goes out at once.
+        if group is not None and group.owner is asyncio.current_task():
+            group.effects.append(effect)
+        else:
+            effect()
+
+    def _writes(self, change: Change) -> dict[str, str | None]:
         writes = change.writes()
         if change.entries:
             writes[NEXT_SEQ_KEY] = str(self.outbox.next_seq)
-        await self._store.commit(writes)
+        return writes
+
+    def _apply(self, change: Change) -> None:
         self.outbox.apply(change)
         for batch in change.dropped_batches:
             self.batches.pop(batch.batch_id, None)
         for batch in change.updated_batches():
             self.batches[batch.batch_id] = batch
-
-    async def _commit(
-        self,
-        station_id: str,
-        change: Change,
-        *,
-        batch: Batch | None = None,
-        request: StartProcess | CompleteProcess | ConvertToSerial | None = None,
-    ) -> bool:
-        """`_write`, with a failed disk answered as an error outcome (nothing half-done)."""
-        try:
-            await self._write(change)
-        except StoreError as error:
-            _log.error("not saved: %s", error)
-            ids = _ids(batch) if batch else {}
-            if request is not None:
-                ids.update(wip_id=request.wip_id, process_id=getattr(request, "process", None))
-            self._error(station_id, Problem(ProblemCode.STORAGE_FAILED, str(error)), **ids)
-            return False
-        return True
 
     def _error(self, station_id: str, error: Problem | MesError, **fields: Any) -> None:
         _log.info("station %s: %s %s", station_id, error.to_dict()["code"], fields)
@@ -405,7 +470,8 @@ class Lifecycle:
 
     def _result(self, station_id: str, event: Event, **fields: Any) -> None:
         payload = outcome(event, at=self._clock(), station_id=station_id, **fields)
-        self._publish(self._topics.result(station_id, TOPIC[event]), payload)
+        topic = self._topics.result(station_id, TOPIC[event])
+        self._after_commit(lambda: self._publish(topic, payload))
 
     def _status(self, station_id: str) -> None:
         """Publish the station's status soon: changes within a tenth of a second (a gauge

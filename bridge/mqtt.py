@@ -1,9 +1,11 @@
-"""The bridge's MQTT connection: subscribe, hand each message over, acknowledge it once handled.
+"""The bridge's MQTT connection: subscribe, hand messages over, acknowledge them once handled.
 
 - A fixed client id, a persistent session (`clean_session=False`) and QoS 1 subscriptions: what
   the stations send while the bridge is down waits at the broker and arrives after a restart.
 - Manual acknowledgement: a QoS 1 message is acknowledged only after the handler returned,
   i.e. after its effect is on disk. A crash in between means the broker sends it again.
+  Messages that arrived together go to the handler together, so that one disk commit covers
+  them.
 - `bridge/{id}/availability` is `online` (retained) while connected, and the broker publishes the
   last will `offline` when the bridge vanishes without saying goodbye.
 - Outgoing messages wait in a bounded queue while the broker is away and go out on reconnect.
@@ -18,7 +20,7 @@ import logging
 import math
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aiomqtt
@@ -28,9 +30,11 @@ from .topics import Topics
 
 _log = logging.getLogger(__name__)
 
-Handler = Callable[[str, bytes], Awaitable[None]]
+# Gets messages (topic, payload) in arrival order; returns once they may be acknowledged.
+Handler = Callable[[Sequence[tuple[str, bytes]]], Awaitable[None]]
 
 _QUEUE_LIMIT = 10_000  # outgoing messages kept while disconnected (outcomes, not records)
+_GROUP_LIMIT = 100  # inbound messages handled (and committed) together at the most
 
 
 class MqttLink:
@@ -58,9 +62,9 @@ class MqttLink:
         self._has_outgoing.set()
 
     async def run(self, handler: Handler, *, on_connect: Callable[[], None]) -> None:
-        """Stay connected until cancelled, reconnecting with backoff. `handler` gets each
-        message (topic, payload) and returns once it may be acknowledged; `on_connect` runs
-        after every (re)connect."""
+        """Stay connected until cancelled, reconnecting with backoff. `handler` gets the
+        messages that arrived together and returns once they may be acknowledged; `on_connect`
+        runs after every (re)connect."""
         failures = 0
         while True:
             try:
@@ -124,15 +128,19 @@ class MqttLink:
                     )
 
     async def _receive(self, client: aiomqtt.Client, handler: Handler) -> None:
-        async for message in client.messages:
-            payload = message.payload
-            raw = payload if isinstance(payload, bytes) else str(payload).encode()
+        messages = client.messages
+        while True:
+            # What has already arrived is handled as one group: one disk commit for all of it.
+            group = [await anext(messages)]
+            while len(messages) and len(group) < _GROUP_LIMIT:
+                group.append(await anext(messages))
             try:
-                await handler(message.topic.value, raw)
+                await handler([(message.topic.value, _raw(message)) for message in group])
             except Exception:
-                # A bug must not wedge the session on one message: log it and move on.
-                _log.exception("handling a message on %s failed", message.topic.value)
-            client._client.ack(message.mid, message.qos)
+                # A bug must not wedge the session on these messages: log it and move on.
+                _log.exception("handling %d message(s) failed", len(group))
+            for message in group:
+                client._client.ack(message.mid, message.qos)
 
     async def _send(self, client: aiomqtt.Client) -> None:
         while True:
@@ -145,3 +153,8 @@ class MqttLink:
                 await client.publish(topic, body, qos=1, retain=retain, timeout=math.inf)
                 self._outgoing.popleft()
             self._has_outgoing.clear()
+
+
+def _raw(message: aiomqtt.Message) -> bytes:
+    payload = message.payload
+    return payload if isinstance(payload, bytes) else str(payload).encode()

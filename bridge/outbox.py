@@ -146,6 +146,13 @@ class Outbox:
         for entry in change.entries:
             self._entries[entry.seq] = entry
 
+    def snapshot(self) -> dict[int, Entry]:
+        return dict(self._entries)
+
+    def restore(self, entries: dict[int, Entry]) -> None:
+        """Back to a snapshot (a change that did not reach the disk)."""
+        self._entries = dict(entries)
+
     def __iter__(self) -> Iterator[Entry]:
         return iter(sorted(self._entries.values(), key=lambda entry: entry.seq))
 

@@ -1,0 +1,109 @@
+"""Messages that arrive together are handled as a group: one commit (one fsync) for all, and
+if it fails, none of them took effect and each is told so."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.app import stop
+from bridge.config import BridgeConfig
+from bridge.lifecycle import Lifecycle
+from bridge.mes import MesClient
+from bridge.store import Store, StoreError
+from mes_sim import MesSimulator
+
+from .harness import OPERATOR
+
+
+class CountingStore(Store):
+    """A real store that counts its commits, and can be told to refuse the next one."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.commits = 0
+        self.refuse = False
+
+    async def commit(self, writes: Mapping[str, str | None]) -> None:
+        if self.refuse:
+            raise StoreError("refused for the test")
+        self.commits += 1
+        await super().commit(writes)
+
+
+Published = list[tuple[str, dict[str, Any]]]
+
+
+@pytest.fixture
+async def bridge(
+    sim: MesSimulator, tmp_path: Path
+) -> AsyncIterator[tuple[Lifecycle, CountingStore, Published]]:
+    config = BridgeConfig(
+        data_dir=tmp_path,
+        mes={"url": sim.url, "username": "admin", "password": "admin-pass"},
+        stations=[{"id": "1"}],
+    )
+    store = CountingStore(tmp_path / "store")
+    published: Published = []
+
+    def publish(topic: str, payload: dict[str, Any], *, retain: bool = False) -> None:
+        published.append((topic, payload))
+
+    async with MesClient(config.mes) as mes:
+        lifecycle = Lifecycle(
+            config, mes=mes, store=store, publish=publish, clock=lambda: datetime.now(UTC)
+        )
+        dispatcher = await lifecycle.load()
+        delivering = asyncio.create_task(dispatcher.run())
+        try:
+            yield lifecycle, store, published
+        finally:
+            await stop(delivering)
+            await store.close()
+
+
+def messages(wip: str) -> list[tuple[str, bytes]]:
+    start = {"wip_id": wip, "process_id": 1, "operator_id": OPERATOR, "batch_id": "g1"}
+    return [
+        ("station/1/batch/start", json.dumps(start).encode()),
+        ("station/1/measurement", json.dumps({"name": "torque_nm", "value": 1.5}).encode()),
+        ("station/1/batch/complete", json.dumps({"result": "PASS"}).encode()),
+    ]
+
+
+async def test_a_group_is_one_commit(
+    bridge: tuple[Lifecycle, CountingStore, Published], sim: MesSimulator
+) -> None:
+    lifecycle, store, _ = bridge
+    before = store.commits
+    await lifecycle.handle(messages(sim.wip_ids[0]))
+    assert store.commits == before + 1
+    assert lifecycle.batches == {}  # started and completed within the group
+    [start, complete] = [entry.action for entry in lifecycle.outbox]
+    assert (start, complete) == ("start", "complete")
+
+
+async def test_a_failed_group_commit_undoes_all_of_it_and_says_so(
+    bridge: tuple[Lifecycle, CountingStore, Published], sim: MesSimulator
+) -> None:
+    lifecycle, store, published = bridge
+    store.refuse = True
+    await lifecycle.handle(messages(sim.wip_ids[0]))
+    assert lifecycle.batches == {} and list(lifecycle.outbox) == []
+    results = [
+        (topic.rsplit("/", 1)[1], payload) for topic, payload in published if "/result/" in topic
+    ]
+    assert [(kind, payload["error"]["code"]) for kind, payload in results] == [
+        ("error", "STORAGE_FAILED")
+    ] * 3  # and nothing else: no start was announced
+    assert [payload.get("batch_id") for _, payload in results] == ["g1", None, None]
+
+    store.refuse = False
+    await lifecycle.handle(messages(sim.wip_ids[0]))  # the same again, now with a working disk
+    assert [entry.action for entry in lifecycle.outbox] == ["start", "complete"]
