@@ -66,3 +66,34 @@ async def test_a_balance_reading_ends_up_in_the_mes_record(
             await tablet.expect("1", ResultKind.COMPLETED)
     [row] = ledger_rows(sim, wip)
     assert row["measurements"]["mass_g"] == 130.5
+
+
+async def test_an_unplugged_gauge_shows_in_its_status_and_comes_back(
+    sim: MesSimulator, tmp_path: Path
+) -> None:
+    link = tmp_path / "by-id" / "usb-AND_GX-A_scale-if00"  # a stable name, as /dev/serial/by-id
+    link.parent.mkdir()
+    with GaugeSimulator(format="and", rate_hz=20, value=50.0, unit="g", link=link) as gauge:
+        host, port = MOSQUITTO
+        device = {
+            "name": "scale1",
+            "port": str(link),
+            "station": "2",
+            "measurement": "mass_g",
+            "format": "and",
+            "reconnect_min_s": 0.05,
+            "reconnect_max_s": 0.2,
+        }
+        config = bridge_config(sim, tmp_path / "data", host=host, port=port, devices=[device])
+        async with Tablet(config) as tablet, running(config):
+            status = tablet.topics.device_status("2", "scale1")
+            await tablet.latest(status, lambda s: s["state"] == "connected")
+            gauge.unplug()
+            gone = await tablet.latest(status, lambda s: s["state"] == "disconnected")
+            assert gone["last_reading_at"] is not None  # when it was last heard
+            gauge.replug()
+            await tablet.latest(status, lambda s: s["state"] == "connected")
+            gauge.set_value(61.0)
+            await tablet.expect_on(
+                tablet.topics.live("2"), lambda p: p["measurements"]["mass_g"]["value"] == 61.0
+            )
