@@ -88,6 +88,7 @@ async def test_an_unplugged_gauge_shows_in_its_status_and_comes_back(
         async with Tablet(config) as tablet, running(config):
             status = tablet.topics.device_status("2", "scale1")
             await tablet.latest(status, lambda s: s["state"] == "connected")
+            await tablet.expect_on(tablet.topics.live("2"), lambda p: True)  # it was heard
             gauge.unplug()
             gone = await tablet.latest(status, lambda s: s["state"] == "disconnected")
             assert gone["last_reading_at"] is not None  # when it was last heard
