@@ -163,6 +163,7 @@ class Dispatcher:
             _log.info("%s: the MES already had it (%s)", entry.describe(), error.code)
         self._set_state(MesState.ONLINE)
         status = await self._wip_status(request, answer)
+        _log.info("%s delivered%s", entry.describe(), f" (WIP {status})" if status else "")
         await self._lifecycle.delivered(entry, answer, status)
 
     async def _failed(self, entry: Entry, error: MesError) -> None:
