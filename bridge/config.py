@@ -164,6 +164,10 @@ class OutboxConfig(_Section):
     retry_min_s: PositiveFloat = 1.0
     retry_max_s: PositiveFloat = 120.0
     probe_interval_s: PositiveFloat = 5.0
+    answer_within_s: PositiveFloat = Field(
+        default=3.0,
+        description="a request whose first attempt has no answer by then is announced as queued",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> OutboxConfig:

@@ -27,6 +27,7 @@ from .mes import (
     ConvertToSerial,
     MesClient,
     MesError,
+    MesErrorCode,
     Result,
     Serial,
     StartProcess,
@@ -97,6 +98,7 @@ class Lifecycle:
         self._dirty: set[str] = set()
         self._flush: asyncio.TimerHandle | None = None
         self._group: _Group | None = None
+        self._slow: set[asyncio.Task[None]] = set()
         self.batches: dict[str, Batch] = {}
         self.outbox = Outbox()
         self._mes = mes
@@ -290,6 +292,8 @@ class Lifecycle:
         self._stage(change)
         if queued:
             self._result(station_id, _OFFLINE[entry.action], **_entry_ids(entry))
+        else:
+            self._after_commit(lambda: self._watch_answer(entry))
         self._after_commit(lambda: self.dispatcher.wake(request.wip_id))
         self.publish_all_status()  # the outbox counts changed
 
@@ -298,21 +302,23 @@ class Lifecycle:
     async def attempt_starting(self, entry: Entry) -> Entry | None:
         """The entry, marked as under way on disk; None when it was cancelled meanwhile (its
         batch aborted before the attempt)."""
-        started = entry.model_copy(
-            update={
-                "attempts": entry.attempts + 1,
-                "in_flight": True,
-                "maybe_applied": entry.maybe_applied or entry.in_flight,
-            }
-        )
         async with self._lock:
-            if self.outbox.get(entry.seq) is None:
+            current = self.outbox.get(entry.seq)
+            if current is None:
                 return None
+            started = current.model_copy(
+                update={
+                    "attempts": current.attempts + 1,
+                    "in_flight": True,
+                    "maybe_applied": current.maybe_applied or current.in_flight,
+                }
+            )
             await self._write(Change(entries=[started]))
         return started
 
     async def delivered(self, entry: Entry, answer: Answer, wip_status: WipStatus | None) -> None:
         async with self._lock:
+            entry = self._current(entry)
             change = Change(dropped_entries=[entry])
             follow_up = self._auto_convert(entry, wip_status)
             if follow_up is not None:
@@ -337,16 +343,17 @@ class Lifecycle:
         self.publish_all_status()  # the outbox counts changed
 
     async def deferred(self, entry: Entry, error: MesError, at: datetime) -> None:
-        waiting = entry.model_copy(
-            update={
-                "in_flight": False,
-                "maybe_applied": entry.maybe_applied or error.maybe_applied,
-                "next_attempt_at": at,
-                "last_error": error.to_dict(),
-                "announced": True,
-            }
-        )
         async with self._lock:
+            entry = self._current(entry)
+            waiting = entry.model_copy(
+                update={
+                    "in_flight": False,
+                    "maybe_applied": entry.maybe_applied or error.maybe_applied,
+                    "next_attempt_at": at,
+                    "last_error": error.to_dict(),
+                    "announced": True,
+                }
+            )
             # Whatever waits behind it in this WIP's queue is now queued too: say so.
             behind = [
                 other.model_copy(update={"announced": True})
@@ -364,6 +371,7 @@ class Lifecycle:
         now = self._clock()
         reason = error.to_dict()
         async with self._lock:
+            entry = self._current(entry)
             dead = [_dead(entry, reason, now)]
             blocked = Problem(ProblemCode.BLOCKED, f"{entry.describe()} was refused: {error}")
             dependents = self.outbox.same_batch_after(entry)
@@ -381,6 +389,34 @@ class Lifecycle:
             if item.announced:  # the tablet was told it is queued: close that story too
                 self._result(item.station_id, Event.SYNC_FAILED, error=why.to_dict(), **ids)
         self.publish_all_status()  # the outbox counts changed
+
+    def _current(self, entry: Entry) -> Entry:
+        """The entry as stored: the lane's copy may be behind (an announcement made meanwhile)."""
+        return self.outbox.get(entry.seq) or entry
+
+    def _watch_answer(self, entry: Entry) -> None:
+        """If the first attempt has not answered within `outbox.answer_within_s`, tell the
+        tablet its request is queued, rather than keep it waiting for a slow MES."""
+
+        def check() -> None:
+            current = self.outbox.get(entry.seq)
+            if current is not None and not current.dead and not current.announced:
+                task = asyncio.create_task(self._announce_slow(entry.seq))
+                self._slow.add(task)
+                task.add_done_callback(self._slow.discard)
+
+        asyncio.get_running_loop().call_later(self._config.outbox.answer_within_s, check)
+
+    async def _announce_slow(self, seq: int) -> None:
+        async with self._lock:
+            current = self.outbox.get(seq)
+            if current is None or current.dead or current.announced:
+                return  # the answer came meanwhile
+            announced = current.model_copy(update={"announced": True})
+            await self._write(Change(entries=[announced]))
+        slow = MesError(MesErrorCode.TIMEOUT, detail="no answer from the MES yet")
+        event = _OFFLINE[announced.action]
+        self._result(announced.station_id, event, reason=slow.to_dict(), **_entry_ids(announced))
 
     def mes_state_changed(self, state: MesState) -> None:
         self.publish_all_status()

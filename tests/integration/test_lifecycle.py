@@ -448,3 +448,26 @@ async def test_the_bridge_reconnects_when_the_broker_comes_back(
                 done = await tablet.expect("1", R.COMPLETED)
                 assert done["event"] == "SEQUENCE_COMPLETE" and done["wip_id"] == wip
     assert [row["result"] for row in ledger_rows(sim, wip)] == ["PASS"]
+
+
+async def test_a_slow_mes_answer_is_announced_as_queued_then_synced(
+    sim: MesSimulator, tmp_path: Path
+) -> None:
+    outbox = {
+        "retry_min_s": 0.05,
+        "retry_max_s": 0.5,
+        "probe_interval_s": 0.2,
+        "answer_within_s": 0.3,
+    }
+    config = make_config(sim, tmp_path, outbox=outbox)
+    wip = sim.wip_ids[0]
+    sim.set_faults(mode="slow", delay_s=0.6)  # answers, but after the tablet stopped waiting
+    async with Tablet(config) as tablet, running(config):
+        await tablet.send("1", Inbound.START, start(wip))
+        queued = await tablet.expect("1", R.STARTED)
+        assert queued["event"] == "PROCESS_STARTED_OFFLINE"
+        assert queued["reason"]["code"] == "TIMEOUT"
+        assert queued["reason"]["message_ko"] == "서버 응답 지연"
+        synced = await tablet.expect("1", R.SYNCED)
+        assert synced["event"] == "SYNCED" and synced["action"] == "start"
+        assert [p["event"] for p in tablet.results("1", R.STARTED)] == ["PROCESS_STARTED_OFFLINE"]
