@@ -11,6 +11,7 @@ process and WIP, and nothing is left in the outbox.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import tempfile
 from collections.abc import Callable
@@ -117,7 +118,9 @@ class _Floor:
                 self.say(f"station {station}", f"gauge {body['device']}", body["state"])
                 continue
             if topic.endswith("/status"):
-                self.status[station] = body
+                async with self.changed:
+                    self.status[station] = body
+                    self.changed.notify_all()
                 continue
             if topic.endswith("/measurement/live"):
                 body["event"] = "LIVE"
@@ -144,6 +147,17 @@ class _Floor:
         outcome = found()
         assert outcome is not None
         return outcome
+
+    async def drained(self, within: float = 10) -> None:
+        """Until every station's status says the outbox is empty."""
+
+        def empty() -> bool:
+            return len(self.status) == 3 and all(
+                s["outbox"]["pending"] == 0 for s in self.status.values()
+            )
+
+        async with asyncio.timeout(within), self.changed:
+            await self.changed.wait_for(empty)
 
     async def send(self, station: str, kind: Inbound, body: dict[str, Any]) -> None:
         await self.client.publish(self.topics.inbound(station, kind), json.dumps(body), qos=1)
@@ -292,7 +306,8 @@ async def run_demo(*, wips: int, out: TextIO) -> int:
                         for index, wip in enumerate(names):
                             rework = 2 if index == 1 else None
                             tasks.create_task(floor.run_wip(wip, rework_at=rework))
-                    await asyncio.sleep(0.3)  # the last status (published at most 10 a second)
+                    with contextlib.suppress(TimeoutError):  # else the summary says what is left
+                        await floor.drained()
                 finally:
                     listener.cancel()
                 ok = _summary(floor, sim, names, out)
