@@ -131,15 +131,20 @@ async def test_offline_work_is_queued_and_delivered_once_when_the_mes_is_back(
     assert row["result"] == "PASS" and row["measurements"]["torque_nm"] == 2.0
 
 
-async def test_a_lost_answer_is_not_recorded_twice(tablet: Tablet, sim: MesSimulator) -> None:
+@pytest.mark.parametrize(("result", "status"), [("PASS", "IN_PROGRESS"), ("FAIL", "FAILED")])
+async def test_a_lost_answer_is_not_recorded_twice(
+    tablet: Tablet, sim: MesSimulator, result: str, status: str
+) -> None:
+    # The MES records the 완공 but the answer never comes back; the retry asks the MES (trace)
+    # first. A FAIL is the hard case: the MES would accept it a second time.
     wip = sim.wip_ids[3]
     sim.set_faults(mode="drop_response", path_contains="complete-process", times=1)
-    await run_process(tablet, "1", wip, 1)
+    await run_process(tablet, "1", wip, 1, result=result)
     await tablet.expect("1", R.STARTED, where=event("PROCESS_STARTED"))
     await tablet.expect("1", R.COMPLETED, where=event("SEQUENCE_COMPLETE_OFFLINE"))
     synced = await tablet.expect("1", R.SYNCED)
-    assert synced["action"] == "complete" and synced["wip_status"] == "IN_PROGRESS"
-    assert [row["result"] for row in ledger_rows(sim, wip)] == ["PASS"]
+    assert synced["action"] == "complete" and synced["wip_status"] == status
+    assert [row["result"] for row in ledger_rows(sim, wip)] == [result]
 
 
 async def test_a_refused_queued_start_blocks_its_complete(
