@@ -169,6 +169,9 @@ class Lifecycle:
         if parsed is None or self._config.station(parsed[0]) is None:
             return
         payload = parse_payload(parsed[1], raw, max_bytes=self._config.mqtt.max_message_bytes)
+        if isinstance(payload, Problem):  # it was refused anyway: say why, not that the disk failed
+            self._error(parsed[0], payload, topic=parsed[1].value)
+            return
         ids = {name: getattr(payload, name, None) for name in ("batch_id", "wip_id", "process_id")}
         problem = Problem(ProblemCode.STORAGE_FAILED, str(error))
         self._error(parsed[0], problem, topic=parsed[1].value, **ids)
@@ -260,7 +263,10 @@ class Lifecycle:
         self._stage(Change(dropped_batches=[batch], dropped_entries=unsent))
         _log.info("batch %s aborted: %s", batch.batch_id, message.reason)
         self._result(station.id, Event.BATCH_ABORTED, reason=message.reason, **_ids(batch))
-        self._status(station.id)
+        if unsent:
+            self.publish_all_status()  # the outbox counts changed
+        else:
+            self._status(station.id)
 
     def _convert(self, station: StationConfig, message: WipConvert) -> None:
         request = ConvertToSerial(
@@ -339,6 +345,7 @@ class Lifecycle:
         elif not entry.announced:
             self._result(entry.station_id, _LIVE[entry.action], **fields)
         if follow_up is not None:
+            self._watch_answer(follow_up)
             self.dispatcher.wake(follow_up.wip_id)
         self.publish_all_status()  # the outbox counts changed
 

@@ -94,15 +94,15 @@ async def test_a_failed_group_commit_undoes_all_of_it_and_says_so(
 ) -> None:
     lifecycle, store, published = bridge
     store.refuse = True
-    await lifecycle.handle(messages(sim.wip_ids[0]))
+    await lifecycle.handle([*messages(sim.wip_ids[0]), ("station/1/measurement", b"{oops")])
     assert lifecycle.batches == {} and list(lifecycle.outbox) == []
     results = [
         (topic.rsplit("/", 1)[1], payload) for topic, payload in published if "/result/" in topic
     ]
-    assert [(kind, payload["error"]["code"]) for kind, payload in results] == [
-        ("error", "STORAGE_FAILED")
-    ] * 3  # and nothing else: no start was announced
-    assert [payload.get("batch_id") for _, payload in results] == ["g1", None, None]
+    codes = [(kind, payload["error"]["code"]) for kind, payload in results]
+    # Nothing else (no start was announced); the broken message is told what is wrong with it.
+    assert codes == [("error", "STORAGE_FAILED")] * 3 + [("error", "INVALID_JSON")]
+    assert [payload.get("batch_id") for _, payload in results] == ["g1", None, None, None]
 
     store.refuse = False
     await lifecycle.handle(messages(sim.wip_ids[0]))  # the same again, now with a working disk
