@@ -476,3 +476,19 @@ async def test_a_slow_mes_answer_is_announced_as_queued_then_synced(
         synced = await tablet.expect("1", R.SYNCED)
         assert synced["event"] == "SYNCED" and synced["action"] == "start"
         assert [p["event"] for p in tablet.results("1", R.STARTED)] == ["PROCESS_STARTED_OFFLINE"]
+
+
+async def test_the_mes_rate_limit_slows_delivery_but_loses_nothing(
+    tablet: Tablet, sim: MesSimulator
+) -> None:
+    # 4 requests a second at the most: the bridge's own pacing allows more, so the MES answers
+    # 429 with Retry-After, and every request still arrives once.
+    sim.set_faults(rate_limit_per_min=4, rate_limit_window_s=1.0)
+    wips = sim.wip_ids[:3]
+    for station, wip in zip(("1", "2", "3"), wips, strict=True):
+        await run_process(tablet, station, wip, 1)
+    for station in ("1", "2", "3"):
+        await tablet.status(station, lambda s: s["outbox"]["pending_total"] == 0, within=60)
+    assert sim.ledger()["rate_limited"] > 0
+    for wip in wips:
+        assert [row["result"] for row in ledger_rows(sim, wip)] == ["PASS"]
