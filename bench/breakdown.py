@@ -27,6 +27,7 @@ import ingest
 import bridge.lifecycle
 import bridge.messages
 import bridge.outbox
+import bridge.state
 import bridge.station
 import bridge.store
 
@@ -85,7 +86,8 @@ def instrument() -> None:
     patch(bridge.outbox.Change, "writes", timed(STEPS["writes"], bridge.outbox.Change.writes))
     patch(store, "commit", timed_async(STEPS["commit"], store.commit))
     patch(lifecycle, "handle", timed_async(STEPS["handle"], lifecycle.handle))
-    patch(lifecycle, "_flush_status", timed(STEPS["status"], lifecycle._flush_status))
+    state = bridge.state.State
+    patch(state, "_flush_status", timed(STEPS["status"], state._flush_status))
     run = store._run
 
     async def run_timed(self: bridge.store.Store, work: Callable[[], Any]) -> Any:

@@ -1,9 +1,13 @@
 """`station-bridge run`: the whole bridge, wired in one place.
 
-stations, tablets ──MQTT──► MqttLink ──► Lifecycle.handle ──► Store (disk) ──► ack
-serial gauges ──► GaugeReader ──► GaugeEvents ──► Lifecycle.measured
-                                    Lifecycle ──► Outbox ──► Dispatcher ──► MesClient ──► MES
-                result topics ◄── MqttLink.publish ◄── Lifecycle (outcomes, status)
+stations, tablets ─MQTT─► MqttLink ─► Lifecycle.handle ──┐
+serial gauges ─► GaugeReader ─► GaugeEvents ─► Lifecycle.measured (and measurement/live)
+                                                         ▼
+                   State: batches + outbox ─► Store (disk), then the MQTT acks
+                                                         ▼
+                   Dispatcher, one lane per WIP ─► MesClient ─► MES
+                                                         ▼
+                   Deliveries ─► State ─► result topics and status (MqttLink.publish)
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from devices import GaugeReader
 
 from .broker import EmbeddedBroker, EmbeddedBrokerError, is_loopback
 from .config import BridgeConfig, MqttConfig
+from .deliveries import Deliveries
 from .gauges import GaugeEvents
 from .lifecycle import Lifecycle
 from .mes import MesClient
 from .mqtt import MqttLink
+from .state import State
 from .store import Store, StoreError
 from .topics import Topics
 
@@ -52,16 +58,18 @@ async def run_bridge(config: BridgeConfig, *, ready: asyncio.Event | None = None
     store = Store(config.data_dir / "store")
     async with _broker(config.mqtt) as mqtt, MesClient(config.mes) as mes:
         link = MqttLink(mqtt, client_id=config.client_id, bridge_id=config.bridge_id)
-        lifecycle = Lifecycle(config, mes=mes, store=store, publish=link.publish, clock=utc_now)
+        state = State(config, store=store, publish=link.publish, clock=utc_now)
         try:
-            dispatcher = await lifecycle.load()
+            await state.load()
+            deliveries = Deliveries(config, state, mes=mes, clock=utc_now)
+            lifecycle = Lifecycle(state, deliveries)
             gauges = GaugeEvents(lifecycle, topics=Topics(mqtt.topic_prefix), publish=link.publish)
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(
-                    link.run(lifecycle.handle, on_connect=lifecycle.publish_all_status),
+                    link.run(lifecycle.handle, on_connect=state.publish_all_status),
                     name="mqtt",
                 )
-                tasks.create_task(dispatcher.run(), name="dispatcher")
+                tasks.create_task(deliveries.dispatcher.run(), name="dispatcher")
                 for device in config.devices:
                     reader = GaugeReader(device, gauges, clock=utc_now)
                     tasks.create_task(reader.run(), name=f"gauge {device.name}")

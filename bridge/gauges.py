@@ -15,8 +15,9 @@ from typing import Any
 from devices import DeviceConfig, DeviceStatus, GaugeError, Reading
 from devices.events import iso_utc
 
-from .lifecycle import Lifecycle, Publish
+from .lifecycle import Lifecycle
 from .results import Measured
+from .state import Publish
 from .topics import Topics
 
 

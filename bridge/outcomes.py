@@ -36,6 +36,14 @@ TOPIC: dict[Event, ResultKind] = {
     Event.SYNC_FAILED: ResultKind.SYNCED,
 }
 
+# The answer to a request, by its action: delivered at the first attempt, or queued.
+LIVE_EVENT = {"start": Event.PROCESS_STARTED, "complete": Event.SEQUENCE_COMPLETE}
+OFFLINE_EVENT = {
+    "start": Event.PROCESS_STARTED_OFFLINE,
+    "complete": Event.SEQUENCE_COMPLETE_OFFLINE,
+    "convert": Event.SERIAL_CREATED_OFFLINE,
+}
+
 # What each action is called in a sentence.
 _ACTION = {
     "start": ("start (착공) of process {process_id}", "공정 {process_id} 착공"),

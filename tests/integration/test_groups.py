@@ -6,16 +6,17 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bridge.app import stop
+from bridge.app import stop, utc_now
 from bridge.config import BridgeConfig
+from bridge.deliveries import Deliveries
 from bridge.lifecycle import Lifecycle
 from bridge.mes import MesClient
+from bridge.state import State
 from bridge.store import Store, StoreError
 from mes_sim import MesSimulator
 
@@ -38,12 +39,11 @@ class CountingStore(Store):
 
 
 Published = list[tuple[str, dict[str, Any]]]
+Bridge = tuple[Lifecycle, State, CountingStore, Published]
 
 
 @pytest.fixture
-async def bridge(
-    sim: MesSimulator, tmp_path: Path
-) -> AsyncIterator[tuple[Lifecycle, CountingStore, Published]]:
+async def bridge(sim: MesSimulator, tmp_path: Path) -> AsyncIterator[Bridge]:
     config = BridgeConfig(
         data_dir=tmp_path,
         mes={"url": sim.url, "username": "admin", "password": "admin-pass"},
@@ -56,13 +56,12 @@ async def bridge(
         published.append((topic, payload))
 
     async with MesClient(config.mes) as mes:
-        lifecycle = Lifecycle(
-            config, mes=mes, store=store, publish=publish, clock=lambda: datetime.now(UTC)
-        )
-        dispatcher = await lifecycle.load()
-        delivering = asyncio.create_task(dispatcher.run())
+        state = State(config, store=store, publish=publish, clock=utc_now)
+        await state.load()
+        deliveries = Deliveries(config, state, mes=mes, clock=utc_now)
+        delivering = asyncio.create_task(deliveries.dispatcher.run())
         try:
-            yield lifecycle, store, published
+            yield Lifecycle(state, deliveries), state, store, published
         finally:
             await stop(delivering)
             await store.close()
@@ -77,25 +76,23 @@ def messages(wip: str) -> list[tuple[str, bytes]]:
     ]
 
 
-async def test_a_group_is_one_commit(
-    bridge: tuple[Lifecycle, CountingStore, Published], sim: MesSimulator
-) -> None:
-    lifecycle, store, _ = bridge
+async def test_a_group_is_one_commit(bridge: Bridge, sim: MesSimulator) -> None:
+    lifecycle, state, store, _ = bridge
     before = store.commits
     await lifecycle.handle(messages(sim.wip_ids[0]))
     assert store.commits == before + 1
-    assert lifecycle.batches == {}  # started and completed within the group
-    [start, complete] = [entry.action for entry in lifecycle.outbox]
+    assert state.batches == {}  # started and completed within the group
+    [start, complete] = [entry.action for entry in state.outbox]
     assert (start, complete) == ("start", "complete")
 
 
 async def test_a_failed_group_commit_undoes_all_of_it_and_says_so(
-    bridge: tuple[Lifecycle, CountingStore, Published], sim: MesSimulator
+    bridge: Bridge, sim: MesSimulator
 ) -> None:
-    lifecycle, store, published = bridge
+    lifecycle, state, store, published = bridge
     store.refuse = True
     await lifecycle.handle([*messages(sim.wip_ids[0]), ("station/1/measurement", b"{oops")])
-    assert lifecycle.batches == {} and list(lifecycle.outbox) == []
+    assert state.batches == {} and list(state.outbox) == []
     results = [
         (topic.rsplit("/", 1)[1], payload) for topic, payload in published if "/result/" in topic
     ]
@@ -106,4 +103,4 @@ async def test_a_failed_group_commit_undoes_all_of_it_and_says_so(
 
     store.refuse = False
     await lifecycle.handle(messages(sim.wip_ids[0]))  # the same again, now with a working disk
-    assert [entry.action for entry in lifecycle.outbox] == ["start", "complete"]
+    assert [entry.action for entry in state.outbox] == ["start", "complete"]

@@ -1,0 +1,211 @@
+"""What the dispatcher's delivery reports do to the state, and what the tablets are told of them:
+delivered (live, or `SYNCED` for a request announced as queued), deferred (`…_OFFLINE`),
+refused for good (`SEQUENCE_ERROR`, dead letters, `BLOCKED` dependents), and an answer that takes
+too long (`outbox.answer_within_s`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from .config import BridgeConfig
+from .delivery import RetryPolicy
+from .dispatcher import Answer, Dispatcher, MesState
+from .mes import (
+    CompleteProcess,
+    Completion,
+    ConvertToSerial,
+    MesClient,
+    MesError,
+    MesErrorCode,
+    Result,
+    Serial,
+    WipStatus,
+)
+from .outbox import Change, Entry, new_entry
+from .outcomes import LIVE_EVENT, OFFLINE_EVENT, Event
+from .problems import Problem, ProblemCode
+from .state import State, entry_ids
+
+
+class Deliveries:
+    """The dispatcher's listener: every report changes the state on disk first."""
+
+    def __init__(
+        self,
+        config: BridgeConfig,
+        state: State,
+        *,
+        mes: MesClient,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._config = config
+        self._state = state
+        self._clock = clock
+        self._slow: set[asyncio.Task[None]] = set()
+        self.dispatcher = Dispatcher(
+            mes,
+            state.outbox,
+            self,
+            policy=RetryPolicy(config.outbox.retry_min_s, config.outbox.retry_max_s),
+            probe_interval_s=config.outbox.probe_interval_s,
+            clock=clock,
+        )
+
+    @property
+    def offline(self) -> bool:
+        return self.dispatcher.offline
+
+    def wake(self, wip_id: str) -> None:
+        self.dispatcher.wake(wip_id)
+
+    async def attempt_starting(self, entry: Entry) -> Entry | None:
+        """The entry, marked as under way on disk; None when it was cancelled meanwhile (its
+        batch aborted before the attempt)."""
+        async with self._state.lock:
+            current = self._state.outbox.get(entry.seq)
+            if current is None:
+                return None
+            started = current.model_copy(
+                update={
+                    "attempts": current.attempts + 1,
+                    "in_flight": True,
+                    "maybe_applied": current.maybe_applied or current.in_flight,
+                }
+            )
+            await self._state.write(Change(entries=[started]))
+        return started
+
+    async def delivered(self, entry: Entry, answer: Answer, wip_status: WipStatus | None) -> None:
+        async with self._state.lock:
+            entry = self._state.current(entry)
+            change = Change(dropped_entries=[entry])
+            follow_up = self._auto_convert(entry, wip_status)
+            if follow_up is not None:
+                change.entries.append(follow_up)
+            await self._state.write(change)
+        fields = {**entry_ids(entry), "wip_status": wip_status}
+        if isinstance(answer, Completion):
+            fields["can_convert"] = answer.can_convert
+            fields["mes_result"] = str(answer.sent_result)
+        elif wip_status is not None:
+            fields["can_convert"] = wip_status is WipStatus.COMPLETED
+        if isinstance(answer, Serial):
+            fields["serial_number"] = answer.serial_number
+        if entry.announced:
+            self._state.result(entry.station_id, Event.SYNCED, action=entry.action, **fields)
+        if entry.action == "convert":
+            self._state.result(entry.station_id, Event.SERIAL_CREATED, **fields)
+        elif not entry.announced:
+            self._state.result(entry.station_id, LIVE_EVENT[entry.action], **fields)
+        if follow_up is not None:
+            self.watch_answer(follow_up)
+            self.wake(follow_up.wip_id)
+        self._state.publish_all_status()  # the outbox counts changed
+
+    async def deferred(self, entry: Entry, error: MesError, at: datetime) -> None:
+        async with self._state.lock:
+            entry = self._state.current(entry)
+            waiting = entry.model_copy(
+                update={
+                    "in_flight": False,
+                    "maybe_applied": entry.maybe_applied or error.maybe_applied,
+                    "next_attempt_at": at,
+                    "last_error": error.to_dict(),
+                    "announced": True,
+                }
+            )
+            # Whatever waits behind it in this WIP's queue is now queued too: say so.
+            behind = [
+                other.model_copy(update={"announced": True})
+                for other in self._state.outbox.pending()
+                if other.wip_id == entry.wip_id and other.seq != entry.seq and not other.announced
+            ]
+            await self._state.write(Change(entries=[waiting, *behind]))
+        news = [entry] if not entry.announced else []
+        for item in [*news, *behind]:
+            event = OFFLINE_EVENT[item.action]
+            self._state.result(item.station_id, event, reason=error.to_dict(), **entry_ids(item))
+        self._state.publish_all_status()  # the outbox counts changed
+
+    async def gave_up(self, entry: Entry, error: MesError) -> None:
+        now = self._clock()
+        reason = error.to_dict()
+        async with self._state.lock:
+            entry = self._state.current(entry)
+            dead = [_dead(entry, reason, now)]
+            blocked = Problem(ProblemCode.BLOCKED, f"{entry.describe()} was refused: {error}")
+            dependents = self._state.outbox.same_batch_after(entry)
+            dead += [_dead(other, blocked.to_dict(), now) for other in dependents]
+            change = Change(entries=dead)
+            ended = self._state.batches.get(entry.batch_id or "")
+            if entry.action == "start" and ended is not None:
+                change.dropped_batches.append(ended)  # a refused 착공: the batch ends
+            await self._state.write(change)
+        refused: list[tuple[Entry, MesError | Problem]] = [(entry, error)]
+        refused += [(other, blocked) for other in dependents]
+        for item, why in refused:
+            ids = {"action": item.action, **entry_ids(item)}
+            self._state.error(item.station_id, why, **ids)
+            if item.announced:  # the tablet was told it is queued: close that story too
+                self._state.result(item.station_id, Event.SYNC_FAILED, error=why.to_dict(), **ids)
+        self._state.publish_all_status()  # the outbox counts changed
+
+    def watch_answer(self, entry: Entry) -> None:
+        """If the first attempt has not answered within `outbox.answer_within_s`, tell the
+        tablet its request is queued, rather than keep it waiting for a slow MES."""
+
+        def check() -> None:
+            current = self._state.outbox.get(entry.seq)
+            if current is not None and not current.dead and not current.announced:
+                task = asyncio.create_task(self._announce_slow(entry.seq))
+                self._slow.add(task)
+                task.add_done_callback(self._slow.discard)
+
+        asyncio.get_running_loop().call_later(self._config.outbox.answer_within_s, check)
+
+    async def _announce_slow(self, seq: int) -> None:
+        async with self._state.lock:
+            current = self._state.outbox.get(seq)
+            if current is None or current.dead or current.announced:
+                return  # the answer came meanwhile
+            announced = current.model_copy(update={"announced": True})
+            await self._state.write(Change(entries=[announced]))
+        slow = MesError(MesErrorCode.TIMEOUT, detail="no answer from the MES yet")
+        event = OFFLINE_EVENT[announced.action]
+        self._state.result(
+            announced.station_id, event, reason=slow.to_dict(), **entry_ids(announced)
+        )
+
+    def _auto_convert(self, entry: Entry, wip_status: WipStatus | None) -> Entry | None:
+        request = entry.request
+        station = self._config.station(entry.station_id)
+        if not (
+            isinstance(request, CompleteProcess)
+            and request.result is Result.PASS
+            and wip_status is WipStatus.COMPLETED
+            and station is not None
+            and station.auto_convert
+        ):
+            return None
+        convert = ConvertToSerial(
+            wip_id=request.wip_id, operator_id=request.operator_id, notes="auto: all processes PASS"
+        )
+        return new_entry(
+            self._state.outbox,
+            convert,
+            station_id=entry.station_id,
+            batch_id=entry.batch_id,
+            now=self._clock(),
+        )
+
+    def mes_state_changed(self, state: MesState) -> None:
+        self._state.mes_state = state
+        self._state.publish_all_status()
+
+
+def _dead(entry: Entry, reason: dict[str, Any], now: datetime) -> Entry:
+    return entry.model_copy(update={"in_flight": False, "dead_at": now, "dead_reason": reason})
