@@ -18,6 +18,7 @@ from .messages import (
     BatchComplete,
     BatchStart,
     MeasurementIn,
+    Payload,
     WipConvert,
     parse_payload,
 )
@@ -28,7 +29,7 @@ from .results import Measured
 from .state import State, batch_ids, entry_ids
 from .station import Batch, close_batch, open_batch, record, select_batch
 from .store import StoreError
-from .topics import Topics
+from .topics import Inbound, Received, Topics
 
 _log = logging.getLogger(__name__)
 
@@ -47,25 +48,25 @@ class Lifecycle:
         self._new_batch_id = new_batch_id
         self._topics = Topics(state.config.mqtt.topic_prefix)
 
-    async def handle(self, messages: Sequence[tuple[str, bytes]]) -> None:
+    async def handle(self, messages: Sequence[Received]) -> None:
         """MQTT messages (topic, payload), in order. Returns once all their effects are on disk,
         in one commit: then they may be acknowledged."""
         try:
             async with self._state.together():
-                for topic, raw in messages:
+                for message in messages:
                     try:
-                        self._one(topic, raw)
+                        self._one(message)
                     except Exception:  # a bug: it must not cost the other messages their work
-                        _log.exception("handling a message on %s failed", topic)
+                        _log.exception("handling a message on %s failed", message.topic)
         except StoreError as error:
             _log.error("not saved: %s", error)
-            for topic, raw in messages:
-                self._not_saved(topic, raw, error)
+            for message in messages:
+                self._not_saved(message, error)
 
-    def _one(self, topic: str, raw: bytes) -> None:
-        parsed = self._topics.parse(topic)
+    def _one(self, message: Received) -> None:
+        parsed = self._topics.parse(message.topic)
         if parsed is None:
-            _log.warning("ignored a message on %s: not a station topic", topic)
+            _log.warning("ignored a message on %s: not a station topic", message.topic)
             return
         station_id, kind = parsed
         station = self._config.station(station_id)
@@ -73,7 +74,12 @@ class Lifecycle:
             unknown = Problem(ProblemCode.UNKNOWN_STATION, f"no station {station_id!r}")
             self._state.error(station_id, unknown, topic=kind.value)
             return
-        payload = parse_payload(kind, raw, max_bytes=self._config.mqtt.max_message_bytes)
+        if message.retained:
+            # Replaying it would start a batch again, or add a stale reading to a new one.
+            _log.warning("ignored a retained message on %s", message.topic)
+            self._state.error(station_id, Problem(ProblemCode.RETAINED), topic=kind.value)
+            return
+        payload = self._parse(kind, message)
         if isinstance(payload, Problem):
             self._state.error(station_id, payload, topic=kind.value)
         elif isinstance(payload, BatchStart):
@@ -87,17 +93,23 @@ class Lifecycle:
         else:
             self._convert(station, payload)
 
-    def _not_saved(self, topic: str, raw: bytes, error: StoreError) -> None:
-        parsed = self._topics.parse(topic)
+    def _parse(self, kind: Inbound, message: Received) -> Payload | Problem:
+        return parse_payload(kind, message.payload, max_bytes=self._config.mqtt.max_message_bytes)
+
+    def _not_saved(self, message: Received, error: StoreError) -> None:
+        """Each message of a group whose commit failed gets an answer: its own refusal if it
+        had one (a bad payload), else STORAGE_FAILED."""
+        parsed = self._topics.parse(message.topic)
         if parsed is None or self._config.station(parsed[0]) is None:
             return
-        payload = parse_payload(parsed[1], raw, max_bytes=self._config.mqtt.max_message_bytes)
-        if isinstance(payload, Problem):  # it was refused anyway: say why, not that the disk failed
-            self._state.error(parsed[0], payload, topic=parsed[1].value)
+        station_id, kind = parsed
+        payload = Problem(ProblemCode.RETAINED) if message.retained else self._parse(kind, message)
+        if isinstance(payload, Problem):
+            self._state.error(station_id, payload, topic=kind.value)
             return
         ids = {name: getattr(payload, name, None) for name in ("batch_id", "wip_id", "process_id")}
         problem = Problem(ProblemCode.STORAGE_FAILED, str(error))
-        self._state.error(parsed[0], problem, topic=parsed[1].value, **ids)
+        self._state.error(station_id, problem, topic=kind.value, **ids)
 
     async def measured(self, station_id: str, values: dict[str, Measured]) -> Batch | None:
         """A serial gauge's reading: recorded in the station's only active batch, if it has

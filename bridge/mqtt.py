@@ -26,12 +26,12 @@ from typing import Any
 import aiomqtt
 
 from .config import MqttConfig
-from .topics import Topics
+from .topics import Received, Topics
 
 _log = logging.getLogger(__name__)
 
 # Gets messages (topic, payload) in arrival order; returns once they may be acknowledged.
-Handler = Callable[[Sequence[tuple[str, bytes]]], Awaitable[None]]
+Handler = Callable[[Sequence[Received]], Awaitable[None]]
 
 _QUEUE_LIMIT = 10_000  # outgoing messages kept while disconnected (outcomes, not records)
 _GROUP_LIMIT = 100  # inbound messages handled (and committed) together at the most
@@ -135,7 +135,7 @@ class MqttLink:
             while len(messages) and len(group) < _GROUP_LIMIT:
                 group.append(await anext(messages))
             try:
-                await handler([(message.topic.value, _raw(message)) for message in group])
+                await handler([_received(message) for message in group])
             except Exception:
                 # A bug must not wedge the session on these messages: log it and move on.
                 _log.exception("handling %d message(s) failed", len(group))
@@ -155,6 +155,7 @@ class MqttLink:
             self._has_outgoing.clear()
 
 
-def _raw(message: aiomqtt.Message) -> bytes:
+def _received(message: aiomqtt.Message) -> Received:
     payload = message.payload
-    return payload if isinstance(payload, bytes) else str(payload).encode()
+    raw = payload if isinstance(payload, bytes) else str(payload).encode()
+    return Received(message.topic.value, raw, retained=message.retain)

@@ -25,6 +25,7 @@ class ProblemCode(StrEnum):
     OUTBOX_FULL = "OUTBOX_FULL"
     STORAGE_FAILED = "STORAGE_FAILED"
     BLOCKED = "BLOCKED"
+    RETAINED = "RETAINED"
 
 
 _WORDS: dict[ProblemCode, tuple[str, str]] = {
@@ -69,6 +70,10 @@ _WORDS: dict[ProblemCode, tuple[str, str]] = {
     ProblemCode.STORAGE_FAILED: (
         "The bridge could not save this on its disk: try again or call maintenance",
         "브리지 디스크에 저장하지 못했습니다: 다시 시도하거나 관리자에게 문의하세요",
+    ),
+    ProblemCode.RETAINED: (
+        "A retained message is an old command: publish commands without the retain flag",
+        "보관(retain)된 메시지는 이전 명령입니다: retain 없이 발행하세요",
     ),
     ProblemCode.BLOCKED: (
         "Not sent to the MES because the batch's start (착공) was refused",

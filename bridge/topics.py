@@ -27,6 +27,16 @@ class ResultKind(StrEnum):
 
 
 @dataclass(frozen=True)
+class Received:
+    """An inbound MQTT message. `retained` is set when the broker kept it from before (it was
+    published with the retain flag): an old command, not a new one."""
+
+    topic: str
+    payload: bytes
+    retained: bool = False
+
+
+@dataclass(frozen=True)
 class Topics:
     """Topic names under an optional prefix (`plant1/line2` -> `plant1/line2/station/3/...`)."""
 

@@ -90,9 +90,12 @@ class Tablet:
                 self.seen.append((message.topic.value, payload))
                 self._changed.notify_all()
 
-    async def send(self, station: str, kind: Inbound, payload: Payload | bytes) -> None:
+    async def send(
+        self, station: str, kind: Inbound, payload: Payload | bytes, *, retain: bool = False
+    ) -> None:
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        await self._client.publish(self.topics.inbound(station, kind), body, qos=1)
+        topic = self.topics.inbound(station, kind)
+        await self._client.publish(topic, body, qos=1, retain=retain)
 
     async def expect(
         self,

@@ -18,6 +18,7 @@ from bridge.lifecycle import Lifecycle
 from bridge.mes import MesClient
 from bridge.state import State
 from bridge.store import Store, StoreError
+from bridge.topics import Received
 from mes_sim import MesSimulator
 
 from .harness import OPERATOR
@@ -67,12 +68,12 @@ async def bridge(sim: MesSimulator, tmp_path: Path) -> AsyncIterator[Bridge]:
             await store.close()
 
 
-def messages(wip: str) -> list[tuple[str, bytes]]:
+def messages(wip: str) -> list[Received]:
     start = {"wip_id": wip, "process_id": 1, "operator_id": OPERATOR, "batch_id": "g1"}
     return [
-        ("station/1/batch/start", json.dumps(start).encode()),
-        ("station/1/measurement", json.dumps({"name": "torque_nm", "value": 1.5}).encode()),
-        ("station/1/batch/complete", json.dumps({"result": "PASS"}).encode()),
+        Received("station/1/batch/start", json.dumps(start).encode()),
+        Received("station/1/measurement", json.dumps({"name": "torque_nm", "value": 1.5}).encode()),
+        Received("station/1/batch/complete", json.dumps({"result": "PASS"}).encode()),
     ]
 
 
@@ -91,7 +92,7 @@ async def test_a_failed_group_commit_undoes_all_of_it_and_says_so(
 ) -> None:
     lifecycle, state, store, published = bridge
     store.refuse = True
-    await lifecycle.handle([*messages(sim.wip_ids[0]), ("station/1/measurement", b"{oops")])
+    await lifecycle.handle([*messages(sim.wip_ids[0]), Received("station/1/measurement", b"{oops")])
     assert state.batches == {} and list(state.outbox) == []
     results = [
         (topic.rsplit("/", 1)[1], payload) for topic, payload in published if "/result/" in topic

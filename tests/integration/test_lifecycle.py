@@ -492,3 +492,21 @@ async def test_the_mes_rate_limit_slows_delivery_but_loses_nothing(
     assert sim.ledger()["rate_limited"] > 0
     for wip in wips:
         assert [row["result"] for row in ledger_rows(sim, wip)] == ["PASS"]
+
+
+async def test_a_retained_command_is_not_replayed(sim: MesSimulator, tmp_path: Path) -> None:
+    # A PLC flow that publishes with the retain flag would otherwise start the same batch again
+    # every time the bridge subscribes.
+    config = make_config(sim, tmp_path)
+    async with Tablet(config) as tablet:
+        await tablet.send("1", Inbound.START, start(sim.wip_ids[0]), retain=True)
+        try:
+            async with running(config):
+                refused = await tablet.expect("1", R.ERROR)
+                assert refused["error"]["code"] == "RETAINED"
+                assert "retain" in refused["error"]["message_ko"]
+                await tablet.status("1", lambda s: s["active_batches"] == [])
+                await tablet.send("1", Inbound.START, start(sim.wip_ids[0]))  # not retained
+                await tablet.expect("1", R.STARTED, where=event("PROCESS_STARTED"))
+        finally:
+            await tablet.send("1", Inbound.START, b"", retain=True)  # clear it from the broker
