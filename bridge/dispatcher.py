@@ -1,7 +1,7 @@
 """Delivers the outbox to the MES: one lane per WIP, strictly one request in flight per lane.
 
 The dispatcher decides *when* to send and what an answer means (with `bridge.delivery`); what
-happens to batches, entries and result topics is the listener's business (`bridge.lifecycle`), so
+happens to batches, entries and result topics is the listener's business (`bridge.deliveries`), so
 that one place changes state and writes it to disk.
 """
 
@@ -64,7 +64,7 @@ class Dispatcher:
         self,
         mes: MesClient,
         outbox: Outbox,
-        lifecycle: DeliveryListener,
+        listener: DeliveryListener,
         *,
         policy: RetryPolicy,
         probe_interval_s: float,
@@ -73,7 +73,7 @@ class Dispatcher:
     ) -> None:
         self._mes = mes
         self._outbox = outbox
-        self._lifecycle = lifecycle
+        self._listener = listener
         self._policy = policy
         self._probe_interval_s = probe_interval_s
         self._clock = clock
@@ -145,7 +145,7 @@ class Dispatcher:
             del self._hurry[wip_id]
 
     async def _attempt(self, entry: Entry) -> None:
-        started = await self._lifecycle.attempt_starting(entry)
+        started = await self._listener.attempt_starting(entry)
         if started is None:
             return
         entry, request = started, started.request
@@ -164,7 +164,7 @@ class Dispatcher:
         self._set_state(MesState.ONLINE)
         status = await self._wip_status(request, answer)
         _log.info("%s delivered%s", entry.describe(), f" (WIP {status})" if status else "")
-        await self._lifecycle.delivered(entry, answer, status)
+        await self._listener.delivered(entry, answer, status)
 
     async def _failed(self, entry: Entry, error: MesError) -> None:
         if error.code in _OFFLINE_CODES:
@@ -178,10 +178,10 @@ class Dispatcher:
         )
         if isinstance(decision, GiveUp):
             _log.warning("%s refused by the MES for good: %s", entry.describe(), error)
-            await self._lifecycle.gave_up(entry, error)
+            await self._listener.gave_up(entry, error)
         else:
             _log.info("%s will be retried at %s: %s", entry.describe(), decision.at, error)
-            await self._lifecycle.deferred(entry, error, decision.at)
+            await self._listener.deferred(entry, error, decision.at)
 
     async def _wip_status(self, request: object, answer: Answer) -> WipStatus | None:
         if isinstance(answer, Completion):
@@ -206,4 +206,4 @@ class Dispatcher:
         if recovered:  # every lane that is backing off may go now
             for event in self._hurry.values():
                 event.set()
-        self._lifecycle.mes_state_changed(state)
+        self._listener.mes_state_changed(state)

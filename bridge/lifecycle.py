@@ -49,8 +49,8 @@ class Lifecycle:
         self._topics = Topics(state.config.mqtt.topic_prefix)
 
     async def handle(self, messages: Sequence[Received]) -> None:
-        """MQTT messages (topic, payload), in order. Returns once all their effects are on disk,
-        in one commit: then they may be acknowledged."""
+        """MQTT messages that arrived together, in order. Returns once all their effects are on
+        disk, in one commit: then they may be acknowledged."""
         try:
             async with self._state.together():
                 for message in messages:
@@ -140,8 +140,9 @@ class Lifecycle:
         if repeated and (repeated.wip_id, repeated.process) == (start.wip_id, start.process_id):
             _log.info("batch %s: the same start again (a redelivery?): ignored", start.batch_id)
             return
-        if self._state.outbox.pending_count() >= self._config.outbox.max_pending:
-            detail = f"{self._state.outbox.pending_count()} requests wait for the MES"
+        pending = self._state.outbox.pending_count()
+        if pending >= self._config.outbox.max_pending:
+            detail = f"{pending} requests wait for the MES"
             self._state.error(station.id, Problem(ProblemCode.OUTBOX_FULL, detail), **ids)
             return
         batch = open_batch(
@@ -161,7 +162,7 @@ class Lifecycle:
             started_at=batch.started_at,
             equipment_id=batch.equipment_id,
         )
-        self._enqueue(request, batch, Change(batches=[batch]))
+        self._enqueue(request, station.id, batch, Change(batches=[batch]))
 
     def _measure(self, station: StationConfig, message: MeasurementIn) -> None:
         batch = select_batch(self._state.batches.values(), station.id, message.batch_id)
@@ -182,7 +183,7 @@ class Lifecycle:
         if isinstance(request, Problem):
             self._state.error(station.id, request, **batch_ids(batch))
             return
-        self._enqueue(request, batch, Change(dropped_batches=[batch]))
+        self._enqueue(request, station.id, batch, Change(dropped_batches=[batch]))
 
     def _abort(self, station: StationConfig, message: BatchAbort) -> None:
         batch = select_batch(self._state.batches.values(), station.id, message.batch_id)
@@ -209,19 +210,17 @@ class Lifecycle:
         request = ConvertToSerial(
             wip_id=message.wip_id, operator_id=message.operator_id, notes=message.notes
         )
-        self._enqueue(request, None, Change(), station_id=station.id)
+        self._enqueue(request, station.id, None, Change())
 
     def _enqueue(
         self,
         request: StartProcess | CompleteProcess | ConvertToSerial,
+        station_id: str,
         batch: Batch | None,
         change: Change,
-        *,
-        station_id: str | None = None,
     ) -> None:
         """Write the request to the outbox (with the batch's change, in one transaction), then
         tell the tablet at once if it can only be queued, else let the first attempt decide."""
-        station_id = station_id or (batch.station_id if batch else "")
         queued = self._deliveries.offline or self._state.outbox.stalled(request.wip_id)
         entry = new_entry(
             self._state.outbox,
