@@ -11,7 +11,7 @@ import yaml
 
 from .config import BridgeConfig
 from .outbox import Change, Entry, Outbox, load_state
-from .store import Store, StoreError, read_directory
+from .store import Store, existing, read_directory
 
 
 def show_config(config: BridgeConfig, *, out: TextIO) -> None:
@@ -24,7 +24,7 @@ def show_config(config: BridgeConfig, *, out: TextIO) -> None:
 
 
 def show_outbox(config: BridgeConfig, *, out: TextIO, as_json: bool) -> None:
-    batches, outbox = load_state(read_directory(config.data_dir / "store"))
+    batches, outbox = load_state(read_directory(config.store_dir))
     pending, dead = outbox.pending(), outbox.dead()
     if as_json:
         for entry in [*pending, *dead]:
@@ -104,10 +104,7 @@ async def drop_dead(config: BridgeConfig, seqs: list[int], *, out: TextIO) -> No
 
 @contextlib.asynccontextmanager
 async def _stopped_bridge_store(config: BridgeConfig) -> AsyncIterator[tuple[Store, Outbox]]:
-    directory = config.data_dir / "store"
-    if not directory.is_dir():
-        raise StoreError(f"{directory}: no bridge data here (is data_dir right?)")
-    store = Store(directory)
+    store = Store(existing(config.store_dir))
     try:
         _, outbox = load_state(await store.open())  # fails while a bridge has it open
         yield store, outbox

@@ -55,7 +55,7 @@ async def _broker(config: MqttConfig) -> AsyncIterator[MqttConfig]:
 
 async def run_bridge(config: BridgeConfig, *, ready: asyncio.Event | None = None) -> None:
     """Run until cancelled (SIGTERM and SIGINT cancel it in `main`)."""
-    store = Store(config.data_dir / "store")
+    store = Store(config.store_dir)
     async with _broker(config.mqtt) as mqtt, MesClient(config.mes) as mes:
         link = MqttLink(mqtt, client_id=config.client_id, bridge_id=config.bridge_id)
         state = State(config, store=store, publish=link.publish, clock=utc_now)

@@ -227,6 +227,11 @@ class BridgeConfig(BaseSettings):
         return next((s for s in self.stations if s.id == station_id), None)
 
     @property
+    def store_dir(self) -> Path:
+        """Where the outbox and the active batches are kept."""
+        return self.data_dir / "store"
+
+    @property
     def client_id(self) -> str:
         return self.mqtt.client_id or f"station-bridge-{self.bridge_id}"
 

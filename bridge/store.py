@@ -114,9 +114,14 @@ def read_all(cache: diskcache.Cache) -> dict[str, str]:
     return rows
 
 
-def read_directory(directory: Path) -> dict[str, str]:
-    """What a store holds, for `station-bridge outbox list` (safe while the bridge runs)."""
+def existing(directory: Path) -> Path:
+    """The directory of a store that is there already (the admin commands must not make one)."""
     if not directory.is_dir():
         raise StoreError(f"{directory}: no bridge data here (is data_dir right?)")
-    with diskcache.Cache(str(directory), **SETTINGS) as cache:
+    return directory
+
+
+def read_directory(directory: Path) -> dict[str, str]:
+    """What a store holds, for `station-bridge outbox list` (safe while the bridge runs)."""
+    with diskcache.Cache(str(existing(directory)), **SETTINGS) as cache:
         return read_all(cache)
