@@ -26,6 +26,7 @@ from typing import Any
 import aiomqtt
 
 from .config import MqttConfig
+from .delivery import RetryPolicy
 from .topics import Received, Topics
 
 _log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class MqttLink:
         """Stay connected until cancelled, reconnecting with backoff. `handler` gets the
         messages that arrived together and returns once they may be acknowledged; `on_connect`
         runs after every (re)connect."""
+        backoff = RetryPolicy(min_s=1.0, max_s=self._config.reconnect_max_s)
         failures = 0
         while True:
             try:
@@ -72,8 +74,7 @@ class MqttLink:
             except aiomqtt.MqttError as error:
                 self.connected.clear()
                 failures += 1
-                delay = min(self._config.reconnect_max_s, 0.5 * 2 ** min(failures, 10))
-                delay *= 0.5 + random.random() / 2
+                delay = backoff.delay(failures, random.random())
                 _log.warning(
                     "MQTT broker %s:%s: %s; reconnecting in %.1f s",
                     self._config.host,
