@@ -7,7 +7,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,31 +34,35 @@ def _mes_sim(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mes_check(args: argparse.Namespace) -> int:
+def _with_config(
+    command: Callable[[argparse.Namespace, BridgeConfig], int],
+) -> Callable[[argparse.Namespace], int]:
+    """A command that needs `--config`: a file that does not load is exit 2, with its errors."""
+
+    def run(args: argparse.Namespace) -> int:
+        from .config import ConfigError, load_config
+
+        try:
+            config = load_config(args.config)
+        except ConfigError as error:
+            print(error, file=sys.stderr)
+            return 2
+        return command(args, config)
+
+    return run
+
+
+@_with_config
+def _mes_check(args: argparse.Namespace, config: BridgeConfig) -> int:
     from .mes_check import check_mes
 
-    config = _load(args.config)
-    if config is None:
-        return 2
     return asyncio.run(check_mes(config.mes, wip_id=args.wip, out=sys.stdout))
 
 
-def _load(path: Path) -> BridgeConfig | None:
-    from .config import ConfigError, load_config
-
-    try:
-        return load_config(path)
-    except ConfigError as error:
-        print(error, file=sys.stderr)
-        return None
-
-
-def _run(args: argparse.Namespace) -> int:
+@_with_config
+def _run(args: argparse.Namespace, config: BridgeConfig) -> int:
     from .app import main as run_main
 
-    config = _load(args.config)
-    if config is None:
-        return 2
     logging.basicConfig(
         level=config.log_level,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -69,23 +73,19 @@ def _run(args: argparse.Namespace) -> int:
     return run_main(config)
 
 
-def _check(args: argparse.Namespace) -> int:
+@_with_config
+def _check(args: argparse.Namespace, config: BridgeConfig) -> int:
     from .admin import show_config
 
-    config = _load(args.config)
-    if config is None:
-        return 2
     show_config(config, out=sys.stdout)
     return 0
 
 
-def _outbox_list(args: argparse.Namespace) -> int:
+@_with_config
+def _outbox_list(args: argparse.Namespace, config: BridgeConfig) -> int:
     from .admin import show_outbox
     from .store import StoreError
 
-    config = _load(args.config)
-    if config is None:
-        return 2
     try:
         show_outbox(config, out=sys.stdout, as_json=args.json)
     except StoreError as error:
@@ -100,13 +100,11 @@ def _gauge_sim(args: argparse.Namespace) -> int:
     return run_gauge_sim(format=args.format, rate_hz=args.rate, out=sys.stdout)
 
 
-def _outbox_change(args: argparse.Namespace) -> int:
+@_with_config
+def _outbox_change(args: argparse.Namespace, config: BridgeConfig) -> int:
     from .admin import AdminError, drop_dead, retry_dead
     from .store import StoreError
 
-    config = _load(args.config)
-    if config is None:
-        return 2
     action = retry_dead if args.outbox_command == "retry" else drop_dead
     try:
         asyncio.run(action(config, args.seq, out=sys.stdout))
