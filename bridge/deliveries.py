@@ -126,9 +126,7 @@ class Deliveries:
             ]
             await self._state.write(Change(entries=[waiting, *behind]))
         news = [entry] if not entry.announced else []
-        for item in [*news, *behind]:
-            event = OFFLINE_EVENT[item.action]
-            self._state.result(item.station_id, event, reason=error.to_dict(), **entry_ids(item))
+        self._tell_queued([*news, *behind], error)
         self._state.publish_all_status()  # the outbox counts changed
 
     async def gave_up(self, entry: Entry, error: MesError) -> None:
@@ -174,11 +172,14 @@ class Deliveries:
                 return  # the answer came meanwhile
             announced = current.model_copy(update={"announced": True})
             await self._state.write(Change(entries=[announced]))
-        slow = MesError(MesErrorCode.TIMEOUT, detail="no answer from the MES yet")
-        event = OFFLINE_EVENT[announced.action]
-        self._state.result(
-            announced.station_id, event, reason=slow.to_dict(), **entry_ids(announced)
+        self._tell_queued(
+            [announced], MesError(MesErrorCode.TIMEOUT, detail="no answer from the MES yet")
         )
+
+    def _tell_queued(self, entries: list[Entry], reason: MesError) -> None:
+        for entry in entries:
+            event = OFFLINE_EVENT[entry.action]
+            self._state.result(entry.station_id, event, reason=reason.to_dict(), **entry_ids(entry))
 
     def _auto_convert(self, entry: Entry, wip_status: WipStatus | None) -> Entry | None:
         request = entry.request
