@@ -113,15 +113,6 @@ class Change:
             out[entry.key()] = entry.model_dump_json()
         return out
 
-    def __bool__(self) -> bool:
-        return bool(
-            self.entries
-            or self.dropped_entries
-            or self.batches
-            or self.measured
-            or self.dropped_batches
-        )
-
 
 class Outbox:
     """Pending and dead-lettered entries, in order."""

@@ -263,8 +263,7 @@ BATCH = Batch(
 )
 
 
-def test_empty_change_is_false_and_writes_nothing() -> None:
-    assert not Change()
+def test_empty_change_writes_nothing() -> None:
     assert Change().writes() == {}
 
 
@@ -279,8 +278,8 @@ def test_empty_change_is_false_and_writes_nothing() -> None:
     ],
     ids=["entry", "batch", "measured", "dropped-batch", "dropped-entry"],
 )
-def test_any_change_is_true(change: Change) -> None:
-    assert change
+def test_any_change_writes_something(change: Change) -> None:
+    assert change.writes()
 
 
 B0 = Batch(
