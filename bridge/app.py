@@ -54,10 +54,13 @@ async def _broker(config: MqttConfig) -> AsyncIterator[MqttConfig]:
         yield config.model_copy(update={"port": broker.port})
 
 
-async def run_bridge(config: BridgeConfig, *, ready: asyncio.Event | None = None) -> None:
-    """Run until cancelled (SIGTERM and SIGINT cancel it in `main`)."""
+async def run_bridge(
+    config: BridgeConfig, *, ready: asyncio.Event | None = None, faults: Faults | None = None
+) -> None:
+    """Run until cancelled (SIGTERM and SIGINT cancel it in `main`). `faults`: seams a test
+    armed; by default those of `STATION_BRIDGE_FAULTS` (none, unless a test set it)."""
     store = Store(config.store_dir)
-    faults = Faults.from_env()  # none, unless a test armed some
+    faults = faults or Faults.from_env()
     async with _broker(config.mqtt) as mqtt, MesClient(config.mes) as mes:
         link = MqttLink(mqtt, client_id=config.client_id, bridge_id=config.bridge_id, faults=faults)
         state = State(config, store=store, publish=link.publish, clock=utc_now, faults=faults)
