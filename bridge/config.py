@@ -29,7 +29,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from devices.config import DeviceConfig
+from devices.config import DeviceConfig, StationId
 
 
 class _Section(BaseModel):
@@ -144,7 +144,7 @@ class Limit(_Section):
 
 
 class StationConfig(_Section):
-    id: Name
+    id: StationId
     equipment_id: Annotated[int, Field(gt=0)] | None = None
     processes: list[Annotated[int, Field(ge=1, le=100)]] | None = Field(
         default=None, description="process numbers this station runs; any when not given"
@@ -211,6 +211,11 @@ class BridgeConfig(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> BridgeConfig:
+        if not self.stations:
+            raise ValueError(
+                "no stations configured: a bridge without stations has nothing to do; "
+                "list them under `stations:` (e.g. `- id: 3` for the topics station/3/...)"
+            )
         ids = [station.id for station in self.stations]
         if len(ids) != len(set(ids)):
             raise ValueError(f"station ids must be unique: {ids}")

@@ -64,6 +64,11 @@ class Lifecycle:
                 self._not_saved(message, error)
 
     def _one(self, message: Received) -> None:
+        if not message.payload:
+            # An empty message is how MQTT clears a retained one; the broker passes it on to
+            # subscribers. It carries no command, so it gets no answer.
+            _log.debug("ignored an empty message on %s (clears a retained message)", message.topic)
+            return
         parsed = self._topics.parse(message.topic)
         if parsed is None:
             _log.warning("ignored a message on %s: not a station topic", message.topic)
