@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import random
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -48,6 +49,7 @@ class MqttLink:
     ) -> None:
         self._config = config
         self._client_id = client_id
+        self._tls = _tls_context(config)
         self._topics = Topics(config.topic_prefix)
         self._availability = self._topics.availability(bridge_id)
         self._outgoing: deque[tuple[str, bytes, bool]] = deque(maxlen=_QUEUE_LIMIT)
@@ -97,6 +99,7 @@ class MqttLink:
             clean_session=False,
             keepalive=self._config.keepalive_s,
             will=aiomqtt.Will(self._availability, b"offline", qos=1, retain=True),
+            tls_context=self._tls,
         )
         # aiomqtt 2.x has no public manual-ack switch yet (aiomqtt issue #345); paho underneath
         # has one. Without it paho acknowledges before the handler ran, and a crash then loses
@@ -154,6 +157,18 @@ class MqttLink:
                 await client.publish(topic, body, qos=1, retain=retain, timeout=math.inf)
                 self._outgoing.popleft()
             self._has_outgoing.clear()
+
+
+def _tls_context(config: MqttConfig) -> ssl.SSLContext | None:
+    if config.tls is None:
+        return None
+    if config.tls.insecure:
+        _log.warning(
+            "mqtt.tls.insecure: the broker's certificate is not checked against the name %s "
+            "(anyone holding a certificate from a trusted CA can pose as the broker)",
+            config.host,
+        )
+    return config.tls.context()
 
 
 def _received(message: aiomqtt.Message) -> Received:
