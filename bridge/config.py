@@ -145,6 +145,10 @@ class MqttConfig(_Section):
     embedded: bool = Field(
         default=False, description="start an amqtt broker in the bridge on host:port"
     )
+    embedded_users_file: Path | None = Field(
+        default=None,
+        description="the embedded broker's clients: `username:argon2-hash` lines; all must log in",
+    )
     username: str | None = None
     password: SecretStr | None = None
     password_file: Path | None = None
@@ -171,6 +175,16 @@ class MqttConfig(_Section):
             raise ValueError(
                 "the embedded broker speaks plain MQTT: mqtt.tls needs an external one"
             )
+        if self.embedded_users_file is not None:
+            if not self.embedded:
+                raise ValueError("embedded_users_file is for the embedded broker (embedded: true)")
+            if not self.embedded_users_file.is_file():
+                raise ValueError(f"cannot read embedded_users_file {self.embedded_users_file}")
+            if self.username is None or self.password is None:
+                raise ValueError(
+                    "with embedded_users_file the bridge logs in to its own broker too: "
+                    "set username and password (or password_file), and put that user in the file"
+                )
         return self
 
 
