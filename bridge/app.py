@@ -49,7 +49,12 @@ async def _broker(config: MqttConfig) -> AsyncIterator[MqttConfig]:
     # Bound to a loopback address (the default) only this box can connect; bound to a LAN
     # address or 0.0.0.0, the stations and tablets on it are meant to.
     remote = not is_loopback(config.host)
-    async with EmbeddedBroker(host=config.host, port=config.port, allow_remote=remote) as broker:
+    async with EmbeddedBroker(
+        host=config.host,
+        port=config.port,
+        allow_remote=remote,
+        users_file=config.embedded_users_file,
+    ) as broker:
         _log.info("embedded MQTT broker on %s:%s", broker.host, broker.port)
         yield config.model_copy(update={"port": broker.port})
 

@@ -83,6 +83,11 @@ class Lifecycle:
             tx.put(key, redelivery.handled(message, tx.answers[mark:]))
 
     def _one(self, tx: Transaction, message: Received) -> None:
+        if not message.payload:
+            # An empty message is how MQTT clears a retained one; the broker passes it on to
+            # subscribers. It carries no command, so it gets no answer.
+            _log.debug("ignored an empty message on %s (clears a retained message)", message.topic)
+            return
         parsed = self._topics.parse(message.topic)
         if parsed is None:
             _log.warning("ignored a message on %s: not a station topic", message.topic)

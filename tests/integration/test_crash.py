@@ -216,7 +216,7 @@ async def test_sigterm_stops_cleanly_and_says_offline(
 def test_an_unusable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("")
     config_file = tmp_path / "bridge.yaml"
-    config_file.write_text(f"data_dir: {tmp_path / 'a-file' / 'data'}\n")
+    config_file.write_text(f"data_dir: {tmp_path / 'a-file' / 'data'}\nstations: [{{id: '1'}}]\n")
     done = subprocess.run(
         [sys.executable, "-m", "bridge.cli", "run", "--config", str(config_file)],
         capture_output=True,

@@ -530,3 +530,18 @@ async def test_a_retained_command_is_not_replayed(sim: MesSimulator, tmp_path: P
                 await tablet.expect("1", R.STARTED, where=event("PROCESS_STARTED"))
         finally:
             await tablet.send("1", Inbound.START, b"", retain=True)  # clear it from the broker
+
+
+async def test_clearing_a_retained_command_gets_no_answer(
+    sim: MesSimulator, tmp_path: Path
+) -> None:
+    # An empty retained message is the standard way to delete a retained one; the broker hands
+    # it to every subscriber, and answering it with INVALID_JSON would be noise.
+    config = make_config(sim, tmp_path)
+    async with Tablet(config) as tablet, running(config):
+        await tablet.send("1", Inbound.START, b"", retain=True)
+        await tablet.send("1", Inbound.START, b"", retain=False)
+        # Handled in order: once the start that follows is answered, the empty ones were too.
+        await tablet.send("1", Inbound.START, start(sim.wip_ids[0]))
+        await tablet.expect("1", R.STARTED, where=event("PROCESS_STARTED"))
+        assert tablet.results("1", R.ERROR) == []
