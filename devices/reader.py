@@ -4,7 +4,9 @@
 it off the event loop), report `connected`, then read lines and, for a polled gauge, write the poll
 command, until the port fails, ends, or its path disappears; report `disconnected` and reopen with
 capped exponential backoff and jitter (USB re-enumeration: the path goes away and comes back, and
-several readers must not retry in lockstep). Nothing but CancelledError leaves `run()`: failures
+several readers must not retry in lockstep). While connected, a `SilenceWatch` decides when a
+gauge that stopped answering is `stale`, then `error`, and the status returns to `connected` with
+the next line. Nothing but CancelledError leaves `run()`: failures
 are logged and reported as status `error`, then retried like a disconnection.
 """
 
@@ -26,12 +28,14 @@ from devices.events import DeviceEvents, DeviceState, DeviceStatus
 from devices.formats import parse_line
 from devices.framing import LineFramer
 from devices.readings import GaugeError, GaugeErrorCode, Ignored, Reading
+from devices.silence import SilenceWatch
 
 _log = logging.getLogger(__name__)
 
 _READ_SIZE = 4096
 _WATCH_INTERVAL_S = 1.0  # how often the port's path is checked while connected
 _CLOSE_TIMEOUT_S = 5.0
+_SILENCE_CHECKS_PER_LIMIT = 4  # a streaming gauge's silence is checked 4 times per max_silence_s
 
 _MISSING = {errno.ENOENT, errno.ENODEV, errno.ENXIO}
 _DENIED = {errno.EACCES, errno.EPERM}
@@ -83,6 +87,8 @@ class GaugeReader:
         self._last_reading_at: datetime | None = None
         self._last_error: GaugeError | None = None
         self._quiet = False  # garbage already logged at WARNING since the last good line
+        self._silence: SilenceWatch | None = None
+        self._gone_quiet = False  # the status is stale or error because the gauge is silent
         self.counters = ReaderCounters()
 
     @property
@@ -133,6 +139,8 @@ class GaugeReader:
             await self._set_state(*classify_open_error(device.port, error))
             return False
         self.counters.connects += 1
+        self._silence = SilenceWatch(device, started=self._clock())
+        self._gone_quiet = False
         lines_before = self.counters.lines
         _log.info("%s: connected on %s", device.name, device.port)
         try:
@@ -155,6 +163,9 @@ class GaugeReader:
         identity = _port_identity(device.port)
         if identity is not None:
             tasks.append(asyncio.create_task(self._watch(identity)))
+        if device.poll is None and device.max_silence_s is not None:
+            tick = device.max_silence_s / _SILENCE_CHECKS_PER_LIMIT
+            tasks.append(asyncio.create_task(self._watch_silence(min(tick, _WATCH_INTERVAL_S))))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             # Prefer the reader's account of why the session ended when several finished.
@@ -188,6 +199,9 @@ class GaugeReader:
         self.counters.lines += 1
         result = parse_line(device, line)
         at = self._clock()
+        if self._silence is not None:
+            self._silence.heard(at)
+            await self._judge_silence()
         if isinstance(result, Reading):
             self.counters.readings += 1
             self._last_reading_at = at
@@ -217,8 +231,29 @@ class GaugeReader:
                 await writer.drain()
             except OSError as error:
                 return f"write failed: {error}"
+            if self._silence is not None:
+                self._silence.polled(self._clock())
+                await self._judge_silence()
             await asyncio.sleep(interval)
         return "port closed"
+
+    async def _watch_silence(self, interval: float) -> str:
+        while True:
+            await asyncio.sleep(interval)
+            await self._judge_silence()
+
+    async def _judge_silence(self) -> None:
+        verdict = self._silence.verdict(self._clock()) if self._silence is not None else None
+        if verdict is None:
+            if self._gone_quiet:
+                self._gone_quiet = False
+                _log.info("%s: answering again", self._device.name)
+                await self._set_state("connected", "")
+            return
+        if not self._gone_quiet or self._status is None or self._status.state != verdict.level:
+            _log.warning("%s: %s: %s", self._device.name, verdict.level, verdict.detail)
+        self._gone_quiet = True
+        await self._set_state(verdict.level, verdict.detail)
 
     async def _watch(self, identity: int) -> str:
         # A USB adapter that re-enumerates may leave the old file descriptor silent instead of

@@ -98,3 +98,33 @@ async def test_an_unplugged_gauge_shows_in_its_status_and_comes_back(
             await tablet.expect_on(
                 tablet.topics.live("2"), lambda p: p["measurements"]["mass_g"]["value"] == 61.0
             )
+
+
+async def test_a_polled_gauge_that_stops_answering_is_stale_in_its_retained_status(
+    sim: MesSimulator, tmp_path: Path
+) -> None:
+    with GaugeSimulator(format="sics", value=80.0) as gauge:
+        host, port = MOSQUITTO
+        device = {
+            "name": "balance1",
+            "port": gauge.path,
+            "station": "3",
+            "measurement": "mass_g",
+            "format": "sics",
+            "poll": {"interval_s": 0.05, "stale_after": 3, "error_after": 6},
+        }
+        config = bridge_config(sim, tmp_path / "data", host=host, port=port, devices=[device])
+        async with Tablet(config) as tablet, running(config):
+            status = tablet.topics.device_status("3", "balance1")
+            await tablet.latest(status, lambda s: s["state"] == "connected")
+            gauge.set_silent()
+            error = await tablet.latest(status, lambda s: s["state"] == "error")
+            assert error["detail"] == "no answer to 6 polls in a row"
+            [stale] = [p for t, p in tablet.seen if t == status and p["state"] == "stale"]
+            assert stale["detail"] == "no answer to 3 polls in a row"
+            assert stale["last_reading_at"] is not None
+            gauge.set_silent(False)
+            await tablet.latest(status, lambda s: s["state"] == "connected")
+            await tablet.expect_on(
+                tablet.topics.live("3"), lambda p: p["measurements"]["mass_g"]["value"] == 80.0
+            )
