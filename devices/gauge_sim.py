@@ -308,7 +308,16 @@ class GaugeSimulator:
                     return
 
 
-def run_gauge_sim(*, format: str, rate_hz: float, out: TextIO) -> int:
+def run_gauge_sim(
+    *,
+    format: str,
+    rate_hz: float,
+    out: TextIO,
+    line: LineSettings | None = None,
+    terminator: str = "\r\n",
+    stream: bool | None = None,
+    decimal_comma: bool = False,
+) -> int:
     """`station-bridge gauge-sim`: print the port path (first line), explain, run until
     SIGINT/SIGTERM. Call from the main thread (signal handlers)."""
     if format not in _DEFAULT_UNITS:
@@ -320,9 +329,19 @@ def run_gauge_sim(*, format: str, rate_hz: float, out: TextIO) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with GaugeSimulator(format=cast(SimFormat, format), rate_hz=rate_hz, wander=True) as sim:
+        with GaugeSimulator(
+            format=cast(SimFormat, format),
+            rate_hz=rate_hz,
+            wander=True,
+            line=line,
+            terminator=terminator,
+            stream=stream,
+            decimal_comma=decimal_comma,
+        ) as sim:
             out.write(f"{sim.path}\n")
             out.write(_EXPLAIN[format].format(path=sim.path, rate=rate_hz))
+            if line is not None:
+                out.write(f"It talks at {line} only: other settings read garbage.\n")
             out.flush()
             while not stop.wait(0.5):
                 pass

@@ -17,6 +17,7 @@ import errno
 import logging
 import os
 import random
+import termios
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ _SILENCE_CHECKS_PER_LIMIT = 4  # a streaming gauge's silence is checked 4 times 
 _MISSING = {errno.ENOENT, errno.ENODEV, errno.ENXIO}
 _DENIED = {errno.EACCES, errno.EPERM}
 _BUSY = {errno.EAGAIN, errno.EWOULDBLOCK, errno.EBUSY}
+PORT_IN_USE = "is in use by another program"  # in the status detail of a port another one holds
 
 
 def _utc_now() -> datetime:
@@ -78,8 +80,12 @@ class GaugeReader:
         *,
         clock: Callable[[], datetime] = _utc_now,
         rng: random.Random | None = None,
+        on_line: Callable[[str, datetime], None] | None = None,
     ) -> None:
+        """`on_line(line, at)` sees every framed line, whatever it parses to (for
+        `station-bridge gauge-watch`)."""
         self._device = device
+        self._on_line = on_line
         self._events = events
         self._clock = clock
         self._rng = rng or random.Random()
@@ -137,6 +143,9 @@ class GaugeReader:
             )
         except (OSError, ValueError) as error:  # SerialException is an OSError
             await self._set_state(*classify_open_error(device.port, error))
+            return False
+        except termios.error as error:  # pyserial lets tcsetattr's refusal through as it is
+            await self._set_state("error", f"port {device.port} refuses these settings: {error}")
             return False
         self.counters.connects += 1
         self._silence = SilenceWatch(device, started=self._clock())
@@ -199,6 +208,8 @@ class GaugeReader:
         self.counters.lines += 1
         result = parse_line(device, line)
         at = self._clock()
+        if self._on_line is not None:
+            self._on_line(line, at)
         if self._silence is not None:
             self._silence.heard(at)
             await self._judge_silence()
@@ -315,7 +326,7 @@ def classify_open_error(port: str, error: OSError | ValueError) -> tuple[DeviceS
     if code in _DENIED:
         return "error", f"permission denied on {port}: add the bridge's user to the dialout group"
     if code in _BUSY:
-        return "error", f"port {port} is in use by another program"
+        return "error", f"port {port} {PORT_IN_USE}"
     return "error", f"cannot open {port}: {error}"[:200]
 
 
