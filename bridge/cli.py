@@ -280,7 +280,7 @@ def _parser() -> argparse.ArgumentParser:
     discover.add_argument(
         "--framing",
         type=lambda text: text.split(","),
-        help="framings to try, comma-separated (default 7E1,8N1,8E1,7O1)",
+        help="framings to try, comma-separated (default 8N1,7E1,8E1,7O1)",
     )
     discover.set_defaults(run=_discover)
 

@@ -1,8 +1,10 @@
 """`station-bridge discover PORT`: find a gauge's serial settings and format by listening.
 
 For each framing, then each baud rate, the port is opened with those settings and an exclusive
-lock, listened to for `timeout_s`, and — when nothing readable came — sent each polled protocol's
-query (`SI`, `Q`; devices/discovery.py `QUERIES`), listened to again, and closed. A capture read
+lock and listened to for `timeout_s` (up to 3 times as long when a known format came too slowly to
+be sure). When nothing readable came, each polled protocol's query (`SI`, `Q`;
+devices/discovery.py `QUERIES`) is sent, up to 3 times while it is answered, and the answers are
+judged; a gauge that streams is never sent anything. Then the port is closed. A capture read
 with high confidence ends the sweep. The decisions are in devices/discovery.py; this is the I/O.
 
 - The port is opened exclusively (`flock`), as the bridge's readers open theirs: a port a running
@@ -41,6 +43,7 @@ DEFAULT_TIMEOUT_S = 1.0
 _READ_SLICE_S = 0.05
 _LINES_ENOUGH = 6  # a passive capture stops early once it holds this many line ends
 _ANSWERS_WANTED = 3  # a gauge that answered a query is asked this many times in all
+_SLOW_STREAM_EXTENSIONS = 2  # a stream too slow for a confident judgement is heard 3 times as long
 
 
 class DiscoveryError(Exception):
@@ -129,8 +132,15 @@ def _open(port: str, line: LineSettings) -> serial.Serial:
 
 def _listen(connection: serial.Serial, line: LineSettings, timeout_s: float) -> Finding | None:
     connection.reset_input_buffer()
-    heard = judge(_capture(connection, timeout_s, lines=_LINES_ENOUGH), settings=line)
-    if heard is not None and heard.format is not None and heard.confidence == "high":
+    data = _capture(connection, timeout_s, lines=_LINES_ENOUGH)
+    heard = judge(data, settings=line)
+    for _ in range(_SLOW_STREAM_EXTENSIONS):
+        # A slow stream in a known format: listen longer for a few more lines, never query it.
+        if heard is None or heard.format is None or heard.confidence == "high":
+            break
+        data += _capture(connection, timeout_s, lines=_LINES_ENOUGH)
+        heard = judge(data, settings=line)
+    if heard is not None and heard.format is not None:
         return heard
     for _, query in QUERIES:
         answers = bytearray()
@@ -143,7 +153,7 @@ def _listen(connection: serial.Serial, line: LineSettings, timeout_s: float) -> 
                 break  # no answer: do not ask again
         answered = judge(bytes(answers), settings=line, poll=query)
         if answered is not None and answered.format is not None:
-            return best_of([answered, heard] if heard is not None else [answered])
+            return answered
     return heard
 
 

@@ -27,7 +27,9 @@ from devices.readings import GaugeError, ParseResult, Reading
 Confidence = Literal["high", "medium", "low"]
 DiscoverableFormat = Literal["and", "sics", "keyvalue"]
 
-SWEEP_FRAMINGS = ("7E1", "8N1", "8E1", "7O1")
+# 8N1 first: a 7E1 stream read at 8N1 shows its parity bits as high bits (garbage), but an 8N1
+# stream read at 7E1 reads as clean ASCII, and only a query sent at 7E1 would come out wrong.
+SWEEP_FRAMINGS = ("8N1", "7E1", "8E1", "7O1")
 # The only bytes discover ever writes: each protocol's harmless "send the weight now" query.
 QUERIES: tuple[tuple[DiscoverableFormat, str], ...] = (("sics", "SI"), ("and", "Q"))
 QUERY_TERMINATOR = "\r\n"  # both MT-SICS and A&D commands end with CR LF

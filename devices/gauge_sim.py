@@ -342,6 +342,8 @@ def run_gauge_sim(
             out.write(_EXPLAIN[format].format(path=sim.path, rate=rate_hz))
             if line is not None:
                 out.write(f"It talks at {line} only: other settings read garbage.\n")
+            if stream is False:
+                out.write("It sends only when asked (Q).\n")
             out.flush()
             while not stop.wait(0.5):
                 pass
@@ -357,7 +359,7 @@ _EXPLAIN = {
         "Configure a device with format: and, port: {path}. Stop with Ctrl-C.\n"
     ),
     "sics": (
-        "Mettler Toledo MT-SICS balance on {path}; it answers S, SI, SIR, Z, @ (CR LF).\n"
+        "Mettler Toledo MT-SICS balance on {path}; it answers S, SI, SIR, Z, @.\n"
         "Configure a device with format: sics, port: {path}, poll: {{interval_s: 1}}. "
         "Stop with Ctrl-C.\n"
     ),

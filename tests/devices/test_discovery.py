@@ -198,3 +198,12 @@ async def test_a_port_a_bridge_reader_holds_is_refused_and_nothing_is_written() 
             with pytest.raises(DiscoveryError, match="in use by another program"):
                 discover(sim.path, settings=sweep_settings(), timeout_s=FAST)
         assert sim.commands == []
+
+
+def test_a_slow_stream_is_listened_to_longer_and_never_queried() -> None:
+    with GaugeSimulator(format="and", rate_hz=4, line=LineSettings(9600)) as sim:
+        settings = sweep_settings(baudrates=[9600], framings=["8N1"])
+        sweep = discover(sim.path, settings=settings, timeout_s=FAST)
+        assert sim.commands == []
+    assert sweep.best is not None and sweep.best.format == "and"
+    assert sweep.best.poll is None and sweep.best.read >= 2
