@@ -10,8 +10,9 @@ with high confidence ends the sweep. The decisions are in devices/discovery.py; 
 - The port is opened exclusively (`flock`), as the bridge's readers open theirs: a port a running
   bridge reads from is refused before anything is written to it.
 - The port is closed after each setting, and in any case before `discover` returns or raises.
-- Baud rates change fastest, so that consecutive settings always differ in baud rate: a Linux pty
-  refuses (EINVAL) a change of framing alone. A setting the port refuses is skipped and reported.
+- Baud rates change fastest, so that consecutive settings differ in baud rate: a Linux pty
+  refuses (EINVAL) settings it cannot keep (7 data bits, parity) unless the baud rate changes with
+  them. A setting the port refuses is skipped and reported ("the port refuses this setting").
 """
 
 from __future__ import annotations

@@ -149,7 +149,16 @@ def judge(data: bytes, *, settings: LineSettings, poll: str | None = None) -> Fi
     if best is not None:
         return best
     samples = tuple(Sample(line, _parser("and", decimal_comma=False)(line)) for line in lines[:5])
-    return Finding(settings, terminator, None, False, poll, 0, len(lines), samples)
+    return Finding(
+        settings=settings,
+        terminator=terminator,
+        format=None,
+        decimal_comma=False,
+        poll=poll,
+        read=0,
+        lines=len(lines),
+        samples=samples,
+    )
 
 
 def best_of(findings: list[Finding]) -> Finding | None:

@@ -47,10 +47,6 @@ class SilenceWatch:
         self._missed = 0
         self._awaiting = False  # a poll was sent and nothing has come since
 
-    @property
-    def watched(self) -> bool:
-        return self._poll is not None or self._max_silence_s is not None
-
     def heard(self, now: datetime) -> None:
         self._last_heard = now
         self._missed = 0

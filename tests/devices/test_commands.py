@@ -135,3 +135,9 @@ def test_gauge_watch_names_the_configured_devices_when_the_name_is_unknown(tmp_p
     done = run("gauge-watch", "--config", str(config), "scale2")
     assert done.returncode == 2
     assert "no device named scale2; configured: ST01/scale1" in done.stdout
+
+
+def test_gauge_sim_refuses_an_unknown_framing() -> None:
+    done = run("gauge-sim", "--format", "and", "--baud", "2400", "--framing", "7X1")
+    assert done.returncode == 2
+    assert "unknown framing '7X1'" in done.stderr
