@@ -20,7 +20,7 @@ from devices.discover import DiscoveryError, discover, sweep_settings
 from devices.discovery import detect_terminator, device_entry, judge
 from devices.line import LineSettings
 
-from .support import Recorder, make_device, running
+from .support import Recorder, make_device, pty_refuses_parity, running
 
 AT_9600 = LineSettings(9600)
 DOCUMENTED_QUERIES = {"SI", "Q"}
@@ -207,3 +207,20 @@ def test_a_slow_stream_is_listened_to_longer_and_never_queried() -> None:
         assert sim.commands == []
     assert sweep.best is not None and sweep.best.format == "and"
     assert sweep.best.poll is None and sweep.best.read >= 2
+
+
+@pytest.mark.skipif(not pty_refuses_parity(), reason="this kernel's ptys accept parity")
+def test_a_setting_the_port_refuses_is_skipped_and_the_sweep_goes_on() -> None:
+    with GaugeSimulator(format="and", rate_hz=20, line=LineSettings(9600)) as sim:
+        serial.Serial(sim.path, 9600).close()  # the pty is at 9600 8N1: 8E1 at 9600 keeps nothing
+        settings = [LineSettings.of(9600, "8E1"), LineSettings(4800), LineSettings(9600)]
+        notes: list[str] = []
+        sweep = discover(
+            sim.path,
+            settings=settings,
+            timeout_s=FAST,
+            progress=lambda s, f, note: notes.append(note),
+        )
+    assert [str(s) for s in sweep.refused] == ["9600 8E1"]
+    assert notes[0].startswith("the port refuses this setting")
+    assert sweep.best is not None and str(sweep.best.settings) == "9600 8N1"
