@@ -125,6 +125,7 @@ def _discover(args: argparse.Namespace) -> int:
         baudrates=args.baud or STANDARD_BAUDRATES,
         framings=args.framing or SWEEP_FRAMINGS,
         out=sys.stdout,
+        err=sys.stderr,
     )
 
 
@@ -144,7 +145,8 @@ def _gauge_watch(args: argparse.Namespace, config: BridgeConfig) -> int:
     if len(found) != 1:
         known = ", ".join(f"{d.station}/{d.name}" for d in config.devices) or "none"
         problem = "no device" if not found else "several devices (give STATION/NAME)"
-        print(f"station-bridge gauge-watch: {problem} named {args.name}; configured: {known}")
+        message = f"{problem} named {args.name}; configured: {known}"
+        print(f"station-bridge gauge-watch: {message}", file=sys.stderr)
         return 2
     return asyncio.run(watch_gauge(found[0], out=sys.stdout, count=args.count))
 

@@ -176,16 +176,18 @@ def run_discover(
     baudrates: Sequence[int],
     framings: Sequence[str],
     out: TextIO,
+    err: TextIO,
 ) -> int:
-    """The command: progress, then what was found and a `devices:` entry. Exit 0 when a known
-    format was read with medium or high confidence, 1 when not, 2 when the port cannot be used."""
+    """The command: progress, then what was found and a `devices:` entry on `out`. Exit 0 when a
+    known format was read with medium or high confidence, 1 when not, 2 (a message on `err`) when
+    the port cannot be used or an option is wrong."""
     try:
         settings = sweep_settings(baudrates=baudrates, framings=framings)
     except ValueError as error:
-        out.write(f"station-bridge discover: {error}\n")
+        err.write(f"station-bridge discover: {error}\n")
         return 2
     if timeout_s <= 0:
-        out.write("station-bridge discover: --timeout must be positive\n")
+        err.write("station-bridge discover: --timeout must be positive\n")
         return 2
     out.write(
         f"listening on {port} at up to {len(settings)} settings, {timeout_s:g} s each "
@@ -200,7 +202,7 @@ def run_discover(
     try:
         sweep = discover(port, settings=settings, timeout_s=timeout_s, progress=progress)
     except DiscoveryError as error:
-        out.write(f"station-bridge discover: {error}\n")
+        err.write(f"station-bridge discover: {error}\n")
         return 2
     best = sweep.best
     if best is None or best.format is None or best.confidence == "low":

@@ -6,8 +6,8 @@ command, until the port fails, ends, or its path disappears; report `disconnecte
 capped exponential backoff and jitter (USB re-enumeration: the path goes away and comes back, and
 several readers must not retry in lockstep). While connected, a `SilenceWatch` decides when a
 gauge that stopped answering is `stale`, then `error`, and the status returns to `connected` with
-the next line. Nothing but CancelledError leaves `run()`: failures
-are logged and reported as status `error`, then retried like a disconnection.
+the next line. Nothing but CancelledError leaves `run()`: failures are logged and reported as
+status `error`, then retried like a disconnection.
 """
 
 from __future__ import annotations

@@ -63,13 +63,13 @@ def test_discover_exits_1_and_shows_the_lines_when_no_format_reads_them() -> Non
 )
 def test_discover_refuses_bad_options(args: list[str], message: str) -> None:
     done = run("discover", "/dev/null", *args)
-    assert done.returncode == 2 and message in done.stdout
+    assert done.returncode == 2 and message in done.stderr
 
 
 def test_discover_of_a_missing_port_exits_2() -> None:
     done = run("discover", "/dev/does-not-exist", "--baud", "9600", "--timeout", "0.1")
     assert done.returncode == 2
-    assert "port /dev/does-not-exist not found" in done.stdout
+    assert "port /dev/does-not-exist not found" in done.stderr
 
 
 @pytest.fixture
@@ -134,7 +134,7 @@ def test_gauge_watch_names_the_configured_devices_when_the_name_is_unknown(tmp_p
     config = write_config(tmp_path, "/dev/null")
     done = run("gauge-watch", "--config", str(config), "scale2")
     assert done.returncode == 2
-    assert "no device named scale2; configured: ST01/scale1" in done.stdout
+    assert "no device named scale2; configured: ST01/scale1" in done.stderr
 
 
 def test_gauge_sim_refuses_an_unknown_framing() -> None:

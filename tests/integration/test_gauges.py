@@ -150,9 +150,9 @@ async def test_discover_refuses_the_port_of_a_running_bridge_and_writes_nothing(
             await tablet.latest(status, lambda s: s["state"] == "connected")
             discover = await asyncio.create_subprocess_exec(
                 *[sys.executable, "-m", "bridge.cli", "discover", gauge.path, "--timeout", "0.2"],
-                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
             )
-            output, _ = await asyncio.wait_for(discover.communicate(), 60)
+            _, output = await asyncio.wait_for(discover.communicate(), 60)
         assert discover.returncode == 2
         assert b"is in use by another program (a running bridge reads from it?" in output
         assert gauge.commands == []  # the bridge does not poll this one, and discover wrote nothing
