@@ -2,9 +2,10 @@
 
 A pty carries no bits, so a wrong baud rate there garbles nothing. What it does keep is the
 termios a reader set on it: the simulator compares those with the settings the gauge "really"
-uses and garbles its output when they differ, standing in for a real mismatch. On Linux a pty
-keeps the baud rate and PARODD, but the kernel forces CS8 and clears PARENB, so the byte size
-and even-vs-no parity cannot be seen there (8N1, 8E1 and 7E1 look alike; 7O1 does not).
+uses and garbles its output when they differ, standing in for a real mismatch. On Linux (6.18
+here) a pty keeps the baud rate and PARODD, but the kernel forces CS8 and clears PARENB, so the
+byte size and even-vs-no parity cannot be seen there (8N1, 8E1 and 7E1 look alike; 7O1 does not),
+and a tcsetattr that asks for them without changing anything the pty keeps fails with EINVAL.
 """
 
 from __future__ import annotations
