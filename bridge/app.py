@@ -24,6 +24,7 @@ from devices import GaugeReader
 from .broker import EmbeddedBroker, EmbeddedBrokerError, is_loopback
 from .config import BridgeConfig, MqttConfig
 from .deliveries import Deliveries
+from .faults import Faults
 from .gauges import GaugeEvents
 from .lifecycle import Lifecycle
 from .mes import MesClient
@@ -53,15 +54,19 @@ async def _broker(config: MqttConfig) -> AsyncIterator[MqttConfig]:
         yield config.model_copy(update={"port": broker.port})
 
 
-async def run_bridge(config: BridgeConfig, *, ready: asyncio.Event | None = None) -> None:
-    """Run until cancelled (SIGTERM and SIGINT cancel it in `main`)."""
+async def run_bridge(
+    config: BridgeConfig, *, ready: asyncio.Event | None = None, faults: Faults | None = None
+) -> None:
+    """Run until cancelled (SIGTERM and SIGINT cancel it in `main`). `faults`: seams a test
+    armed; by default none, unless the environment arms some (`STATION_BRIDGE_FAULTS`)."""
     store = Store(config.store_dir)
-    async with _broker(config.mqtt) as mqtt, MesClient(config.mes) as mes:
+    faults = faults or Faults.from_env()
+    async with _broker(config.mqtt) as mqtt, MesClient(config.mes, faults=faults) as mes:
         link = MqttLink(mqtt, client_id=config.client_id, bridge_id=config.bridge_id)
         state = State(config, store=store, publish=link.publish, clock=utc_now)
         try:
             await state.load()
-            deliveries = Deliveries(config, state, mes=mes, clock=utc_now)
+            deliveries = Deliveries(config, state, mes=mes, clock=utc_now, faults=faults)
             lifecycle = Lifecycle(state, deliveries)
             gauges = GaugeEvents(lifecycle, topics=Topics(mqtt.topic_prefix), publish=link.publish)
             async with asyncio.TaskGroup() as tasks:

@@ -19,6 +19,7 @@ import aiomqtt
 
 from bridge.app import run_bridge, stop
 from bridge.config import BridgeConfig
+from bridge.faults import Faults
 from bridge.topics import Inbound, ResultKind, Topics
 from mes_sim import MesSimulator
 
@@ -45,7 +46,12 @@ def bridge_config(
         "data_dir": data_dir,
         "mqtt": {"host": host, "port": port, "topic_prefix": f"test-{tag}", "keepalive_s": 10},
         "mes": {"url": sim.url, "username": "admin", "password": "admin-pass", "timeout_s": 2},
-        "outbox": {"retry_min_s": 0.05, "retry_max_s": 0.5, "probe_interval_s": 0.2},
+        "outbox": {
+            "retry_min_s": 0.05,
+            "retry_max_s": 0.5,
+            "probe_interval_s": 0.2,
+            "settle_s": 0.3,  # the simulator answers at once (unless a test makes it slow)
+        },
         "stations": [{"id": "1", "equipment_id": 7}, {"id": "2"}, {"id": "3"}],
     }
     fields.update(overrides)
@@ -150,10 +156,10 @@ class Tablet:
 
 
 @asynccontextmanager
-async def running(config: BridgeConfig) -> AsyncIterator[None]:
-    """The bridge as `station-bridge run` runs it, in this event loop."""
+async def running(config: BridgeConfig, *, faults: Faults | None = None) -> AsyncIterator[None]:
+    """The bridge as `station-bridge run` runs it, in this event loop (with `faults` armed)."""
     ready = asyncio.Event()
-    task = asyncio.create_task(run_bridge(config, ready=ready))
+    task = asyncio.create_task(run_bridge(config, ready=ready, faults=faults))
     waiter = asyncio.create_task(ready.wait())
     await asyncio.wait([task, waiter], timeout=15, return_when=asyncio.FIRST_COMPLETED)
     if task.done():
