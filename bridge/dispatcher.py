@@ -288,5 +288,6 @@ class Dispatcher:
                 return  # down again: the rest keep waiting for the next confirmed recovery
             event = self._hurry.get(wip_id)
             if event is not None:
+                _log.debug("%s may go", wip_id)
                 event.set()
                 await asyncio.sleep(self._release_every_s)

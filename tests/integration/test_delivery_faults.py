@@ -6,6 +6,7 @@ The bridge runs over the real Mosquitto, the simulated MES over loopback HTTP.""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -171,8 +172,9 @@ async def test_a_completion_the_mes_applies_after_the_timeout_is_sent_once(
 
 
 async def test_lanes_wait_while_the_database_is_down_even_though_health_says_200(
-    sim: MesSimulator, tmp_path: Path
+    sim: MesSimulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="bridge.dispatcher")
     config = make_config(sim, tmp_path)
     first, *waiting = sim.wip_ids[6:9]
 
@@ -201,6 +203,11 @@ async def test_lanes_wait_while_the_database_is_down_even_though_health_says_200
             await tablet.expect(station, R.SYNCED)
     for wip in waiting:
         assert len([s for s in sim.ledger()["starts"] if s["wip_id"] == wip]) == 1
+    # Let go one at a time at the MES's pace (a lower bound: a sleep never ends early).
+    released = [r.created for r in caplog.records if r.getMessage().endswith(" may go")]
+    assert len(released) == 2
+    pace_s = config.mes.rate_window_s / config.mes.rate_limit
+    assert released[1] - released[0] >= pace_s * 0.9
 
 
 # -- 12: one lost answer is not an outage ----------------------------------------------------------
