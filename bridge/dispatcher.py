@@ -138,6 +138,9 @@ class Dispatcher:
             if error.code is MesErrorCode.AUTH:
                 self._set_state(MesState.AUTH_FAILED)
                 return
+        except Exception:
+            _log.exception("the MES probe failed unexpectedly: still offline")
+            return
         _log.info("the MES answers again: releasing the waiting requests at its pace")
         self._outage.answered()
         self._set_state(MesState.ONLINE)

@@ -135,6 +135,13 @@ async def test_a_lane_that_dies_is_restarted(sim: MesSimulator, tmp_path: Path) 
     assert [s["wip_id"] for s in sim.ledger()["starts"]] == [wip]
 
 
+async def slow_request_done(sim: MesSimulator) -> None:
+    """Until the request the simulator held back has landed (the simulator offers no event)."""
+    async with asyncio.timeout(15):
+        while sim.ledger()["slow_finished"] < 1:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
 # -- 11: an unknown outcome waits until the MES cannot still be at it ------------------------------
 
 
@@ -164,8 +171,37 @@ async def test_a_completion_the_mes_applies_after_the_timeout_is_sent_once(
         assert tablet.results("1", R.SYNCED) == []
         synced = await tablet.expect("1", R.SYNCED)
         assert synced["action"] == "complete" and synced["wip_status"] == "FAILED"
+    await slow_request_done(sim)
     assert results(sim, slow_wip) == ["FAIL"]
     assert results(sim, other_wip) == ["PASS"]
+
+
+async def test_a_request_under_way_when_the_bridge_stopped_waits_to_settle_after_restart(
+    sim: MesSimulator, tmp_path: Path
+) -> None:
+    # Stopped while the MES works on a FAIL that it records a moment after the bridge is back.
+    config = make_config(sim, tmp_path, outbox={**FAST, "settle_s": 3.0})
+    wip = sim.wip_ids[10]
+
+    def completions_received() -> int:
+        routes = sim.ledger()["requests_by_route"]
+        return sum(n for route, n in routes.items() if route.endswith("complete-process"))
+
+    async with Tablet(config) as tablet:
+        async with running(config):
+            start = {"wip_id": wip, "process_id": 1, "operator_id": OPERATOR}
+            await tablet.send("1", Inbound.START, start)
+            await tablet.expect("1", R.STARTED, where=event("PROCESS_STARTED"))
+            sim.set_faults(mode="slow", delay_s=1.5, path_contains="complete-process", times=1)
+            await tablet.send("1", Inbound.COMPLETE, {"result": "FAIL"})
+            async with asyncio.timeout(15):
+                while completions_received() == 0:  # noqa: ASYNC110 (no event to await)
+                    await asyncio.sleep(0.02)
+        async with running(config):
+            done = await tablet.expect("1", R.COMPLETED, where=event("SEQUENCE_COMPLETE"))
+            assert done["wip_status"] == "FAILED"
+    await slow_request_done(sim)
+    assert results(sim, wip) == ["FAIL"]
 
 
 # -- 9: a recovery is confirmed by a real request, and released at the MES's pace -----------------
