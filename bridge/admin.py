@@ -124,7 +124,7 @@ async def _check_not_stale(config: BridgeConfig, entries: list[Entry]) -> None:
             reason = None if trace is None else stale_reason(entry, trace)
             if reason is not None:
                 raise AdminError(
-                    f"#{entry.seq} ({entry.describe()}) is not put back: {reason}. "
+                    f"{entry.describe()} is not put back: {reason}. "
                     "Drop it (outbox drop) if it is no longer wanted"
                 )
 
