@@ -69,11 +69,16 @@ class MesConfig(_Section):
     print_label: bool = False
     resolve_process_ids: bool = True
 
-    def shown_url(self) -> str:
-        """The URL with a password in it (`http://user:pw@host`) hidden."""
-        url = str(self.url)
-        password = self.url.password
-        return url.replace(f":{password}@", ":**********@", 1) if password else url
+    @model_validator(mode="after")
+    def _no_user_info(self) -> MesConfig:
+        # httpx turns `user:password@` into Basic auth, replacing the bearer token, and logs the
+        # URL at DEBUG: credentials go in username/password(_file), token or api_key.
+        if self.url.username is not None or self.url.password is not None:
+            raise ValueError(
+                "url must not hold a user name or password (user:password@host): "
+                "give them as mes.username and mes.password_file"
+            )
+        return self
 
     @model_validator(mode="after")
     def _secrets_from_files(self) -> MesConfig:
@@ -152,9 +157,20 @@ class StationConfig(_Section):
     auto_convert: bool = Field(
         default=False, description="convert a WIP to a serial when a complete leaves it COMPLETED"
     )
+    converts: bool | None = Field(
+        default=None,
+        description="may send wip/convert; default: when it auto-converts or runs the last process",
+    )
     limits: dict[Annotated[int, Field(ge=1, le=100)], dict[str, Limit]] = Field(
         default_factory=dict, description="process number -> measurement name -> limit"
     )
+
+
+class BatchesConfig(_Section):
+    """Bounds on what one batch gathers, so that its 완공 stays a request the MES can take in."""
+
+    max_measurements: Annotated[int, Field(ge=1)] = 1000
+    max_request_bytes: Annotated[int, Field(ge=1024)] = 262_144
 
 
 class OutboxConfig(_Section):
@@ -193,6 +209,7 @@ class BridgeConfig(BaseSettings):
     mqtt: MqttConfig = MqttConfig()
     mes: MesConfig = MesConfig()
     outbox: OutboxConfig = OutboxConfig()
+    batches: BatchesConfig = BatchesConfig()
     stations: list[StationConfig] = Field(default_factory=list)
     devices: list[DeviceConfig] = Field(default_factory=list)
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from .config import StationConfig
 from .deliveries import Deliveries
+from .lanes import UnknownStations, may_convert, shown_id
 from .mes import CompleteProcess, ConvertToSerial, StartProcess
 from .messages import (
     BatchAbort,
@@ -27,7 +28,15 @@ from .outcomes import OFFLINE_EVENT, Event
 from .problems import Problem, ProblemCode
 from .results import Measured
 from .state import State, batch_ids, entry_ids
-from .station import Batch, close_batch, open_batch, record, select_batch
+from .station import (
+    Batch,
+    close_batch,
+    is_redelivery,
+    open_batch,
+    record,
+    select_batch,
+    within_bounds,
+)
 from .store import StoreError
 from .topics import Inbound, Received, Topics
 
@@ -47,6 +56,7 @@ class Lifecycle:
         self._deliveries = deliveries
         self._new_batch_id = new_batch_id
         self._topics = Topics(state.config.mqtt.topic_prefix)
+        self._unknown = UnknownStations()
 
     async def handle(self, messages: Sequence[Received]) -> None:
         """MQTT messages that arrived together, in order. Returns once all their effects are on
@@ -71,8 +81,7 @@ class Lifecycle:
         station_id, kind = parsed
         station = self._config.station(station_id)
         if station is None:
-            unknown = Problem(ProblemCode.UNKNOWN_STATION, f"no station {station_id!r}")
-            self._state.error(station_id, unknown, topic=kind.value)
+            self._from_unknown(station_id, kind)
             return
         if message.retained:
             # Replaying it would start a batch again, or add a stale reading to a new one.
@@ -92,6 +101,15 @@ class Lifecycle:
             self._abort(station, payload)
         else:
             self._convert(station, payload)
+
+    def _from_unknown(self, station_id: str, kind: Inbound) -> None:
+        """Not answered on the id's own topics (anyone can invent ids): on the bridge's."""
+        reply = self._unknown.note(station_id, now=self._state.clock())
+        if reply.log:
+            _log.warning("a message on %s for unknown station %r", kind.value, shown_id(station_id))
+        if reply.answer:
+            unknown = Problem(ProblemCode.UNKNOWN_STATION, f"no station {shown_id(station_id)!r}")
+            self._state.bridge_error(unknown, station_id=shown_id(station_id), topic=kind.value)
 
     def _parse(self, kind: Inbound, message: Received) -> Payload | Problem:
         return parse_payload(kind, message.payload, max_bytes=self._config.mqtt.max_message_bytes)
@@ -118,8 +136,13 @@ class Lifecycle:
         try:
             async with self._state.together():
                 batch = select_batch(self._state.batches.values(), station_id, None)
-                if not isinstance(batch, Problem):
+                station = self._config.station(station_id)
+                if not isinstance(batch, Problem) and station is not None:
                     updated = record(batch, values)
+                    refused = within_bounds(updated, station, bounds=self._config.batches)
+                    if refused is not None:
+                        self._state.error(station_id, refused, **batch_ids(batch))
+                        return None
                     self._state.stage(Change(measured=[(updated, list(values))]))
         except StoreError as error:
             _log.error("reading not saved: %s", error)
@@ -136,8 +159,7 @@ class Lifecycle:
 
     def _start(self, station: StationConfig, start: BatchStart) -> None:
         ids = {"wip_id": start.wip_id, "process_id": start.process_id, "batch_id": start.batch_id}
-        repeated = self._state.batches.get(start.batch_id or "")
-        if repeated and (repeated.wip_id, repeated.process) == (start.wip_id, start.process_id):
+        if is_redelivery(self._state.batches, station.id, start):
             _log.info("batch %s: the same start again (a redelivery?): ignored", start.batch_id)
             return
         pending = self._state.outbox.pending_count()
@@ -171,6 +193,10 @@ class Lifecycle:
             return
         values = message.values()
         updated = record(batch, values, defects=message.defects)
+        refused = within_bounds(updated, station, bounds=self._config.batches)
+        if refused is not None:
+            self._state.error(station.id, refused, **batch_ids(batch))
+            return
         self._state.stage(Change(measured=[(updated, list(values))]))
         self._state.status_soon(station.id)
 
@@ -179,7 +205,9 @@ class Lifecycle:
         if isinstance(batch, Problem):
             self._state.error(station.id, batch, batch_id=message.batch_id)
             return
-        request = close_batch(batch, message, station, now=self._state.clock())
+        request = close_batch(
+            batch, message, station, now=self._state.clock(), bounds=self._config.batches
+        )
         if isinstance(request, Problem):
             self._state.error(station.id, request, **batch_ids(batch))
             return
@@ -207,6 +235,10 @@ class Lifecycle:
             self._state.status_soon(station.id)
 
     def _convert(self, station: StationConfig, message: WipConvert) -> None:
+        refused = may_convert(station, self._config.stations)
+        if refused is not None:
+            self._state.error(station.id, refused, wip_id=message.wip_id)
+            return
         request = ConvertToSerial(
             wip_id=message.wip_id, operator_id=message.operator_id, notes=message.notes
         )

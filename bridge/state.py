@@ -185,6 +185,12 @@ class State:
         for station in self.config.stations:
             self.status_soon(station.id)
 
+    def bridge_error(self, error: Problem, **fields: Any) -> None:
+        """A refusal no station's topic may carry (a message for an id that is not a station)."""
+        payload = outcome(Event.SEQUENCE_ERROR, at=self.clock(), error=error.to_dict(), **fields)
+        topic = self._topics.bridge_error(self.config.bridge_id)
+        self.after_commit(lambda: self._publish(topic, payload))
+
 
 def batch_ids(batch: Batch) -> dict[str, Any]:
     return {"batch_id": batch.batch_id, "wip_id": batch.wip_id, "process_id": batch.process}

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .config import StationConfig
+from .config import BatchesConfig, StationConfig
 from .mes.models import CompleteProcess, UtcDatetime, format_utc
 from .messages import BatchComplete, BatchStart
 from .problems import Problem, ProblemCode
@@ -57,15 +57,19 @@ def open_batch(
             ProblemCode.PROCESS_NOT_AT_STATION,
             f"station {station.id} runs processes {station.processes}, not {start.process_id}",
         )
+    # Another station's batch is named to no one but that station: its ids are its own business.
     for batch in active:
         if batch.batch_id == batch_id:
-            return Problem(ProblemCode.DUPLICATE_BATCH, f"batch {batch_id} is already running")
+            return Problem(ProblemCode.DUPLICATE_BATCH, f"batch_id {batch_id} is in use")
         if batch.wip_id == start.wip_id:
+            where = (
+                f"batch {batch.batch_id} (process {batch.process}) here"
+                if batch.station_id == station.id
+                else "a batch of another station"
+            )
             return Problem(
                 ProblemCode.WIP_BUSY,
-                f"{start.wip_id} is in batch {batch.batch_id} "
-                f"(process {batch.process} at station {batch.station_id}): "
-                "complete or abort it first",
+                f"{start.wip_id} is in {where}: complete or abort it first",
             )
     return Batch(
         batch_id=batch_id,
@@ -75,6 +79,17 @@ def open_batch(
         operator_id=start.operator_id,
         equipment_id=start.equipment_id or station.equipment_id,
         started_at=start.started_at or now,
+    )
+
+
+def is_redelivery(active: Mapping[str, Batch], station_id: str, start: BatchStart) -> bool:
+    """The same start again (a broker's redelivery): a batch of this station with its batch_id,
+    WIP and process is open already."""
+    same = active.get(start.batch_id or "")
+    return same is not None and (same.station_id, same.wip_id, same.process) == (
+        station_id,
+        start.wip_id,
+        start.process_id,
     )
 
 
@@ -106,8 +121,44 @@ def record(batch: Batch, values: Mapping[str, Measured], *, defects: Iterable[st
     )
 
 
+DEFAULT_BOUNDS = BatchesConfig()
+
+
+def request_bytes(request: CompleteProcess) -> int:
+    """The size of a 완공 as the bridge stores and sends it (its JSON, UTF-8)."""
+    return len(request.model_dump_json().encode())
+
+
+def within_bounds(batch: Batch, station: StationConfig, *, bounds: BatchesConfig) -> Problem | None:
+    """Whether a batch with what a message just added may be kept: the message that would take
+    it past a bound is refused, so that its 완공 stays a request the MES can take in."""
+    if len(batch.measurements) > bounds.max_measurements:
+        return Problem(
+            ProblemCode.TOO_MANY_MEASUREMENTS,
+            f"{len(batch.measurements)} measurement names; at most {bounds.max_measurements} "
+            "per batch",
+        )
+    draft = _completion(batch, BatchComplete(), station, completed_at=batch.started_at)
+    return _size_problem(draft, bounds)
+
+
+def _size_problem(request: CompleteProcess, bounds: BatchesConfig) -> Problem | None:
+    size = request_bytes(request)
+    if size <= bounds.max_request_bytes:
+        return None
+    return Problem(
+        ProblemCode.REQUEST_TOO_LARGE,
+        f"the 완공 would be {size} bytes; at most {bounds.max_request_bytes}",
+    )
+
+
 def close_batch(
-    batch: Batch, complete: BatchComplete, station: StationConfig, *, now: datetime
+    batch: Batch,
+    complete: BatchComplete,
+    station: StationConfig,
+    *,
+    now: datetime,
+    bounds: BatchesConfig = DEFAULT_BOUNDS,
 ) -> CompleteProcess | Problem:
     """The 완공 for a batch: the stated result, or one decided from the station's limits."""
     completed_at = complete.completed_at or now
@@ -117,6 +168,13 @@ def close_batch(
             f"completed_at {completed_at.isoformat()} is before the batch started "
             f"({batch.started_at.isoformat()})",
         )
+    request = _completion(batch, complete, station, completed_at=completed_at)
+    return _size_problem(request, bounds) or request
+
+
+def _completion(
+    batch: Batch, complete: BatchComplete, station: StationConfig, *, completed_at: datetime
+) -> CompleteProcess:
     verdict = decide(
         measured=batch.measurements,
         reported_defects=[*batch.defects, *complete.defects],

@@ -7,12 +7,21 @@ from typing import Any
 
 import pytest
 
-from bridge.config import Limit, StationConfig
+from bridge.config import BatchesConfig, Limit, StationConfig
 from bridge.mes.models import CompleteProcess, Result
 from bridge.messages import BatchComplete, BatchStart
 from bridge.problems import Problem, ProblemCode
 from bridge.results import Measured
-from bridge.station import Batch, close_batch, open_batch, record, select_batch
+from bridge.station import (
+    Batch,
+    close_batch,
+    is_redelivery,
+    open_batch,
+    record,
+    request_bytes,
+    select_batch,
+    within_bounds,
+)
 
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 NOW = datetime(2026, 11, 26, 9, 5, tzinfo=UTC)
@@ -117,14 +126,14 @@ def test_open_batch(station: StationConfig, payload: BatchStart, expected: dict[
             start(),
             "B9",
             ProblemCode.WIP_BUSY,
-            "process 5 at station s7",
+            "a batch of another station",
         ),
         (
             [batch(batch_id="B1", wip_id="WIP-0"), batch(batch_id="B2", station_id="s2")],
             start(),
             "B9",
             ProblemCode.WIP_BUSY,
-            "batch B2",
+            "a batch of another station",
         ),
     ],
     ids=[
@@ -144,6 +153,23 @@ def test_open_batch_refused(
     assert isinstance(problem, Problem), problem
     assert problem.code is code
     assert detail in problem.detail
+
+
+@pytest.mark.parametrize(
+    ("other", "payload", "batch_id"),
+    [
+        (batch(batch_id="B-SECRET", station_id="s7", process=5), start(), "B9"),
+        (batch(batch_id="B-SECRET", wip_id="WIP-2", station_id="s7"), start(), "B-SECRET"),
+    ],
+    ids=["wip-busy", "duplicate-batch"],
+)
+def test_a_refusal_names_nothing_of_another_station(
+    other: Batch, payload: BatchStart, batch_id: str
+) -> None:
+    problem = open_batch([other], STATION, payload, batch_id=batch_id, now=NOW)
+    assert isinstance(problem, Problem), problem
+    shown = problem.detail.replace(batch_id, "")  # the station's own batch_id may be echoed
+    assert "B-SECRET" not in shown and "s7" not in shown and "process 5" not in shown
 
 
 def test_open_batch_beside_other_wips() -> None:
@@ -393,3 +419,81 @@ def test_batch_summary() -> None:
         "started_at": "2026-11-26T09:00:00Z",
         "measurements": 2,
     }
+
+
+# -- bounds: a batch's 완공 stays a request the MES can take in -----------------------------------
+
+BOUNDS = BatchesConfig(max_measurements=3, max_request_bytes=2048)
+
+
+@pytest.mark.parametrize(
+    ("measurements", "defects", "code"),
+    [
+        ({"a": 1, "b": 2, "c": 3}, [], None),
+        ({"a": 1, "b": 2, "c": 3, "d": 4}, [], ProblemCode.TOO_MANY_MEASUREMENTS),
+        ({"a": "x" * 1500}, [], None),
+        ({"a": "x" * 2000}, [], ProblemCode.REQUEST_TOO_LARGE),
+        ({"a": 1}, [f"D{n:03}" for n in range(300)], ProblemCode.REQUEST_TOO_LARGE),
+        ({"a": "한" * 600}, [], None),  # 1,800 bytes of UTF-8 (Korean stays unescaped)
+        ({"a": "한" * 700}, [], ProblemCode.REQUEST_TOO_LARGE),  # 2,100 bytes
+    ],
+    ids=[
+        "at-the-count",
+        "one-name-over-the-count",
+        "under-the-size",
+        "over-the-size",
+        "defects-over-the-size",
+        "utf8-under",
+        "utf8-over",
+    ],
+)
+def test_within_bounds(
+    measurements: dict[str, Any], defects: list[str], code: ProblemCode | None
+) -> None:
+    updated = record(batch(), measured(measurements), defects=defects)
+    problem = within_bounds(updated, STATION, bounds=BOUNDS)
+    assert (problem.code if problem else None) is code
+    if problem is not None:
+        assert "at most" in problem.detail
+
+
+def test_within_bounds_counts_the_draft_as_sent() -> None:
+    updated = record(batch(), measured({"a": "x" * 1000}))
+    draft = close_batch(updated, BatchComplete(), STATION, now=T0)
+    assert isinstance(draft, CompleteProcess)
+    exact = BatchesConfig(max_request_bytes=request_bytes(draft))
+    assert within_bounds(updated, STATION, bounds=exact) is None
+    smaller = BatchesConfig(max_request_bytes=request_bytes(draft) - 1)
+    problem = within_bounds(updated, STATION, bounds=smaller)
+    assert problem is not None and problem.code is ProblemCode.REQUEST_TOO_LARGE
+
+
+def test_a_complete_that_would_cross_the_size_is_refused() -> None:
+    running = record(batch(), measured({"a": "x" * 1500}))
+    assert within_bounds(running, STATION, bounds=BOUNDS) is None
+    notes = BatchComplete(notes="n" * 1000)
+    problem = close_batch(running, notes, STATION, now=NOW, bounds=BOUNDS)
+    assert isinstance(problem, Problem) and problem.code is ProblemCode.REQUEST_TOO_LARGE
+    # the same batch completes with shorter notes
+    assert isinstance(
+        close_batch(running, BatchComplete(), STATION, now=NOW, bounds=BOUNDS), CompleteProcess
+    )
+
+
+# -- is_redelivery ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("station_id", "payload", "again"),
+    [
+        ("s1", start(batch_id="B1"), True),
+        ("s2", start(batch_id="B1"), False),  # another station's batch id: not its redelivery
+        ("s1", start(batch_id="B1", wip_id="WIP-2"), False),
+        ("s1", start(batch_id="B1", process_id=3), False),
+        ("s1", start(), False),
+        ("s1", start(batch_id="B2"), False),
+    ],
+    ids=["same", "other-station", "other-wip", "other-process", "no-batch-id", "other-batch-id"],
+)
+def test_is_redelivery(station_id: str, payload: BatchStart, again: bool) -> None:
+    assert is_redelivery({"B1": batch()}, station_id, payload) is again
