@@ -131,19 +131,20 @@ class Lifecycle:
 
     async def measured(self, station_id: str, values: dict[str, Measured]) -> Batch | None:
         """A serial gauge's reading: recorded in the station's only active batch, if it has
-        one (the batch it went into is returned)."""
+        one and the reading keeps the batch within its bounds (the batch it went into is
+        returned)."""
         updated: Batch | None = None
         try:
             async with self._state.together():
                 batch = select_batch(self._state.batches.values(), station_id, None)
                 station = self._config.station(station_id)
                 if not isinstance(batch, Problem) and station is not None:
-                    updated = record(batch, values)
-                    refused = within_bounds(updated, station, bounds=self._config.batches)
-                    if refused is not None:
-                        self._state.error(station_id, refused, **batch_ids(batch))
-                        return None
-                    self._state.stage(Change(measured=[(updated, list(values))]))
+                    candidate = record(batch, values)
+                    # Past a bound the reading is only shown (measurement/live, unrecorded): an
+                    # error per reading would flood the tablet at the gauge's rate.
+                    if within_bounds(candidate, station, bounds=self._config.batches) is None:
+                        updated = candidate
+                        self._state.stage(Change(measured=[(updated, list(values))]))
         except StoreError as error:
             _log.error("reading not saved: %s", error)
             problem = Problem(ProblemCode.STORAGE_FAILED, str(error))
