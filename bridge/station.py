@@ -6,14 +6,15 @@ an inbound payload and return the new batch, the 완공 to send, or a `Problem` 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from .config import BatchesConfig, StationConfig
-from .mes.models import CompleteProcess, UtcDatetime, format_utc
+from .mes.models import CompleteProcess, Result, UtcDatetime, format_utc
 from .messages import BatchComplete, BatchStart
 from .problems import Problem, ProblemCode
 from .results import Measured, decide, unique
@@ -31,6 +32,17 @@ class Batch(BaseModel):
     started_at: UtcDatetime
     measurements: dict[str, Measured] = Field(default_factory=dict)
     defects: list[str] = Field(default_factory=list)
+    # What the measurements and defects add to the 완공's JSON: kept up to date by `record`, so
+    # that bounding a batch costs what a message adds, not what the batch holds.
+    _gathered_bytes: int | None = PrivateAttr(default=None)
+    _envelope_bytes: int | None = PrivateAttr(default=None)  # the rest: fixed for a batch
+
+    def gathered_bytes(self) -> int:
+        if self._gathered_bytes is None:
+            self._gathered_bytes = sum(
+                _entry_bytes(name, got.value) for name, got in self.measurements.items()
+            ) + sum(_item_bytes(code) for code in self.defects)
+        return self._gathered_bytes
 
     def summary(self) -> dict[str, Any]:
         """The batch as the station's status topic shows it."""
@@ -113,12 +125,28 @@ def select_batch(active: Iterable[Batch], station_id: str, batch_id: str | None)
 
 def record(batch: Batch, values: Mapping[str, Measured], *, defects: Iterable[str] = ()) -> Batch:
     """The batch with these measurements gathered; a repeated name keeps its latest value."""
-    return batch.model_copy(
-        update={
-            "measurements": {**batch.measurements, **values},
-            "defects": unique([*batch.defects, *defects]),
-        }
+    merged = unique([*batch.defects, *defects])
+    updated = batch.model_copy(
+        update={"measurements": {**batch.measurements, **values}, "defects": merged}
     )
+    added = sum(_entry_bytes(name, got.value) for name, got in values.items())
+    replaced = sum(
+        _entry_bytes(name, batch.measurements[name].value)
+        for name in values
+        if name in batch.measurements
+    )
+    new_codes = sum(_item_bytes(code) for code in merged[len(batch.defects) :])
+    updated._gathered_bytes = batch.gathered_bytes() + added - replaced + new_codes
+    return updated
+
+
+def _item_bytes(value: Any) -> int:
+    """One JSON item with its comma (compact, UTF-8; never shorter than pydantic writes it)."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()) + 1
+
+
+def _entry_bytes(name: str, value: Any) -> int:
+    return _item_bytes(name) + _item_bytes(value)  # the name's "comma" stands for the colon
 
 
 DEFAULT_BOUNDS = BatchesConfig()
@@ -131,19 +159,44 @@ def request_bytes(request: CompleteProcess) -> int:
 
 def within_bounds(batch: Batch, station: StationConfig, *, bounds: BatchesConfig) -> Problem | None:
     """Whether a batch with what a message just added may be kept: the message that would take
-    it past a bound is refused, so that its 완공 stays a request the MES can take in."""
+    it past a bound is refused, so that its 완공 stays a request the MES can take in.
+
+    The size counted is never below that of the 완공 completed now without notes: the batch's
+    measurements and defects, with room for the longest result, a cycle time of 12 digits and
+    every defect the process's limits could add."""
     if len(batch.measurements) > bounds.max_measurements:
         return Problem(
             ProblemCode.TOO_MANY_MEASUREMENTS,
             f"{len(batch.measurements)} measurement names; at most {bounds.max_measurements} "
             "per batch",
         )
-    draft = _completion(batch, BatchComplete(), station, completed_at=batch.started_at)
-    return _size_problem(draft, bounds)
+    if batch._envelope_bytes is None:
+        batch._envelope_bytes = _envelope_bytes(batch, station)
+    return _size_problem(batch._envelope_bytes + batch.gathered_bytes(), bounds)
 
 
-def _size_problem(request: CompleteProcess, bounds: BatchesConfig) -> Problem | None:
-    size = request_bytes(request)
+def _envelope_bytes(batch: Batch, station: StationConfig) -> int:
+    """A 완공 of this batch without its measurements and reported defects, at its largest."""
+    limits = station.limits.get(batch.process, {})
+    worst = [
+        code
+        for name, limit in limits.items()
+        for code in (limit.defect, limit.missing_defect or f"MISSING_{name.upper()}")
+    ]
+    envelope = CompleteProcess(
+        wip_id=batch.wip_id,
+        process=batch.process,
+        operator_id=batch.operator_id,
+        result=Result.REWORK,
+        started_at=batch.started_at,
+        completed_at=batch.started_at,
+        measurements={"cycle_time_ms": 10**12},
+        defects=worst,
+    )
+    return request_bytes(envelope)
+
+
+def _size_problem(size: int, bounds: BatchesConfig) -> Problem | None:
     if size <= bounds.max_request_bytes:
         return None
     return Problem(
@@ -168,13 +221,6 @@ def close_batch(
             f"completed_at {completed_at.isoformat()} is before the batch started "
             f"({batch.started_at.isoformat()})",
         )
-    request = _completion(batch, complete, station, completed_at=completed_at)
-    return _size_problem(request, bounds) or request
-
-
-def _completion(
-    batch: Batch, complete: BatchComplete, station: StationConfig, *, completed_at: datetime
-) -> CompleteProcess:
     verdict = decide(
         measured=batch.measurements,
         reported_defects=[*batch.defects, *complete.defects],
@@ -182,7 +228,7 @@ def _completion(
         stated=complete.result,
         cycle_time_ms=round((completed_at - batch.started_at).total_seconds() * 1000),
     )
-    return CompleteProcess(
+    request = CompleteProcess(
         wip_id=batch.wip_id,
         process=batch.process,
         operator_id=batch.operator_id,
@@ -193,3 +239,4 @@ def _completion(
         defects=verdict.defects,
         notes=complete.notes,
     )
+    return _size_problem(request_bytes(request), bounds) or request

@@ -434,7 +434,7 @@ BOUNDS = BatchesConfig(max_measurements=3, max_request_bytes=2048)
         ({"a": "x" * 1500}, [], None),
         ({"a": "x" * 2000}, [], ProblemCode.REQUEST_TOO_LARGE),
         ({"a": 1}, [f"D{n:03}" for n in range(300)], ProblemCode.REQUEST_TOO_LARGE),
-        ({"a": "한" * 600}, [], None),  # 1,800 bytes of UTF-8 (Korean stays unescaped)
+        ({"a": "한" * 550}, [], None),  # 1,650 bytes of UTF-8 (Korean stays unescaped)
         ({"a": "한" * 700}, [], ProblemCode.REQUEST_TOO_LARGE),  # 2,100 bytes
     ],
     ids=[
@@ -457,15 +457,45 @@ def test_within_bounds(
         assert "at most" in problem.detail
 
 
-def test_within_bounds_counts_the_draft_as_sent() -> None:
-    updated = record(batch(), measured({"a": "x" * 1000}))
-    draft = close_batch(updated, BatchComplete(), STATION, now=T0)
+def counted(running: Batch) -> int:
+    """The size within_bounds counts for a batch: the smallest bound it passes."""
+    problem = within_bounds(running, STATION, bounds=BatchesConfig(max_request_bytes=1024))
+    if problem is None:
+        return 0
+    return int(problem.detail.split(" bytes")[0].rsplit(" ", 1)[1])
+
+
+GATHERED = [
+    ({"a": "x" * 1000}, []),
+    ({"torque": 1e16, "gap": -1e-7, "n": 10**30, "s": "tab\there \u2028 한"}, ["SCRATCH"]),
+    ({f"m{i}": i / 3 for i in range(100)}, ["D1", "D2", "D1"]),
+]
+
+
+@pytest.mark.parametrize(("values", "defects"), GATHERED, ids=["long", "odd-values", "many"])
+@pytest.mark.parametrize("process", [2, 3])
+def test_within_bounds_never_counts_less_than_the_draft(
+    values: dict[str, Any], defects: list[str], process: int
+) -> None:
+    running = record(batch(process=process), measured(values), defects=defects)
+    running = record(running, measured({"a": "y" * 1200}))
+    draft = close_batch(running, BatchComplete(), STATION, now=NOW + timedelta(days=300))
     assert isinstance(draft, CompleteProcess)
-    exact = BatchesConfig(max_request_bytes=request_bytes(draft))
-    assert within_bounds(updated, STATION, bounds=exact) is None
-    smaller = BatchesConfig(max_request_bytes=request_bytes(draft) - 1)
-    problem = within_bounds(updated, STATION, bounds=smaller)
-    assert problem is not None and problem.code is ProblemCode.REQUEST_TOO_LARGE
+    size = counted(running)
+    # at least the draft (so a complete without notes never crosses the bound after a measure
+    # passed), at most the room kept for the result, the cycle time and the limits' defects
+    assert request_bytes(draft) <= size <= request_bytes(draft) + 80
+
+
+@pytest.mark.parametrize(("values", "defects"), GATHERED, ids=["long", "odd-values", "many"])
+def test_gathered_bytes_kept_by_record_equal_a_fresh_count(
+    values: dict[str, Any], defects: list[str]
+) -> None:
+    running = batch()
+    for name, value in values.items():  # one message per value, some names again
+        running = record(running, measured({name: value, "again": name}), defects=defects)
+    fresh = Batch.model_validate(running.model_dump())  # as loaded from the store
+    assert running.gathered_bytes() == fresh.gathered_bytes()
 
 
 def test_a_complete_that_would_cross_the_size_is_refused() -> None:
