@@ -37,6 +37,13 @@ class Batch(BaseModel):
     _gathered_bytes: int | None = PrivateAttr(default=None)
     _envelope_bytes: int | None = PrivateAttr(default=None)  # the rest: fixed for a batch
 
+    def __eq__(self, other: object) -> bool:
+        # The cached sizes are not part of what a batch is: one loaded from disk equals the one
+        # that was written.
+        if not isinstance(other, Batch):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
     def gathered_bytes(self) -> int:
         if self._gathered_bytes is None:
             self._gathered_bytes = sum(

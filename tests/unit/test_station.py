@@ -527,3 +527,11 @@ def test_a_complete_that_would_cross_the_size_is_refused() -> None:
 )
 def test_is_redelivery(station_id: str, payload: BatchStart, again: bool) -> None:
     assert is_redelivery({"B1": batch()}, station_id, payload) is again
+
+
+def test_a_batch_equals_its_copy_from_disk_whatever_it_has_counted() -> None:
+    running = record(batch(), measured({"a": 1}), defects=["D"])
+    assert within_bounds(running, STATION, bounds=BOUNDS) is None  # sizes now cached
+    loaded = Batch.model_validate(running.model_dump())
+    assert loaded == running and running == loaded
+    assert record(loaded, measured({"b": 2})) != running
