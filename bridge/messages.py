@@ -33,7 +33,7 @@ from .topics import Inbound
 # Nesting deeper than this is refused before validation: a measurement value is data, not a tree,
 # and a deep one would cost recursion in every later step (validation, the store, the MES client).
 MAX_DEPTH = 32
-# The MES keeps ids in 32-bit columns; a larger id can only be a mistake (or an attack).
+# Ids are database integers at the MES; one beyond 32 bits can only be a mistake (or an attack).
 MAX_ID = 2**31 - 1
 _LONG_DIGITS = re.compile(r"\d{309}")
 _ISO_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")

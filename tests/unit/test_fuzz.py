@@ -100,7 +100,7 @@ def sendable(data: Any) -> None:
     json.dumps(data, ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
-def check_refusal(problem: Problem, kind: Inbound) -> None:
+def check_refusal(problem: Problem) -> None:
     assert problem.code in PAYLOAD_CODES, problem
     assert problem.detail
     sendable(outcome(Event.SEQUENCE_ERROR, at=NOW, station_id="s1", error=problem.to_dict()))
@@ -168,7 +168,7 @@ def check_decisions(payload: Payload) -> None:
 def answered(kind: Inbound, raw: bytes) -> None:
     parsed = parse_payload(kind, raw, max_bytes=MAX_BYTES)
     if isinstance(parsed, Problem):
-        check_refusal(parsed, kind)
+        check_refusal(parsed)
     else:
         assert isinstance(parsed, MODELS[kind])
         check_decisions(parsed)
@@ -202,7 +202,7 @@ def test_the_hostile_corpus_is_refused_as_documented(
     parsed = parse_payload(kind, raw, max_bytes=MAX_BYTES)
     if code in PAYLOAD_CODES:
         assert isinstance(parsed, Problem) and parsed.code is code, parsed
-        check_refusal(parsed, kind)
+        check_refusal(parsed)
     else:  # refused by the station's state (no batch is running), not by the parser
         assert not isinstance(parsed, Problem), parsed
         check_decisions(parsed)
