@@ -18,6 +18,7 @@ import aiomqtt
 import pytest
 
 from bridge.broker import find_free_port
+from bridge.config import BridgeConfig
 from bridge.topics import Inbound, ResultKind, Topics
 from mes_sim import MesSimulator
 
@@ -88,10 +89,9 @@ async def client(port: int, user: str, password: str) -> AsyncIterator[aiomqtt.C
         yield connected
 
 
-async def test_a_station_publishes_only_under_its_own_id(
-    broker: int, sim: MesSimulator, tmp_path: Path
-) -> None:
-    config = bridge_config(
+def config_behind(broker: int, sim: MesSimulator, tmp_path: Path) -> BridgeConfig:
+    """A bridge that logs in to the test's broker with the bridge's account."""
+    return bridge_config(
         sim,
         tmp_path / "data",
         host="127.0.0.1",
@@ -104,6 +104,12 @@ async def test_a_station_publishes_only_under_its_own_id(
         },
         stations=[{"id": "3"}, {"id": "4"}],
     )
+
+
+async def test_a_station_publishes_only_under_its_own_id(
+    broker: int, sim: MesSimulator, tmp_path: Path
+) -> None:
+    config = config_behind(broker, sim, tmp_path)
     topics = Topics()
     seen: list[tuple[str, Any]] = []
     arrived = asyncio.Condition()
@@ -154,3 +160,27 @@ async def test_a_wrong_password_is_refused(broker: int) -> None:
     with pytest.raises(aiomqtt.MqttError):
         async with client(broker, "3", "not-the-password"):
             pass
+
+
+async def test_the_broker_drops_what_is_past_its_limit_and_the_bridge_answers_the_rest(
+    broker: int, sim: MesSimulator, tmp_path: Path
+) -> None:
+    config = config_behind(broker, sim, tmp_path)
+    topics = Topics()
+    huge = json.dumps({"name": "n", "value": "x" * 300_000}).encode()  # > message_size_limit
+    large = json.dumps({"name": "n", "value": "x" * 100_000}).encode()  # > max_message_bytes
+    async with running(config), client(broker, "3", ACCOUNTS["3"]) as three:
+        await three.subscribe(topics.result("3", ResultKind.ERROR), qos=1)
+        await three.publish(topics.inbound("3", Inbound.MEASUREMENT), huge, qos=1)
+        await three.publish(topics.inbound("3", Inbound.MEASUREMENT), large, qos=1)
+        await three.publish(topics.inbound("3", Inbound.MEASUREMENT), b"{", qos=1)
+        answers = []
+        async with asyncio.timeout(15):
+            async for message in three.messages:
+                assert isinstance(message.payload, bytes)
+                answers.append(json.loads(message.payload)["error"])
+                if answers[-1]["code"] == "INVALID_JSON":  # the last one sent: all are in
+                    break
+    # The broker dropped the 300 kB message: only the 100 kB one was answered before the last.
+    assert [a["code"] for a in answers] == ["MESSAGE_TOO_LARGE", "INVALID_JSON"]
+    assert str(len(large)) in answers[0]["detail"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -89,3 +91,14 @@ def test_times_are_utc() -> None:
     record.created = 0.0
     record.msecs = 0.0
     assert EscapingFormatter(FORMAT).format(record).startswith("1970-01-01 00:00:00,000 INFO")
+
+
+def test_setup_makes_the_process_log_escaped_lines() -> None:
+    # In a process of its own: the test runner has its own handlers on the root logger.
+    code = (
+        "import logging; from bridge.logs import setup; setup('INFO'); "
+        "logging.getLogger('bridge.x').warning('wip %s', 'W\\n2026-11-26 ERROR forged')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    (line,) = done.stderr.splitlines()
+    assert line.endswith("WARNING bridge.x: wip W\\x0a2026-11-26 ERROR forged")
