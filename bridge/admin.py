@@ -27,7 +27,6 @@ from .store import Store, existing, read_directory
 def show_config(config: BridgeConfig, *, out: TextIO) -> None:
     """The effective configuration as YAML; secrets print as `**********`."""
     data = config.model_dump(mode="json")
-    data["mes"]["url"] = config.mes.shown_url()
     data["mqtt"]["client_id"] = config.client_id
     print("# the effective configuration (file + STATION_BRIDGE_* environment)", file=out)
     print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), end="", file=out)

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -62,12 +61,9 @@ def _mes_check(args: argparse.Namespace, config: BridgeConfig) -> int:
 @_with_config
 def _run(args: argparse.Namespace, config: BridgeConfig) -> int:
     from .app import main as run_main
+    from .logs import setup
 
-    logging.basicConfig(
-        level=config.log_level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
-    logging.Formatter.converter = time.gmtime  # log times are UTC, like everything else
+    setup(config.log_level)  # times in UTC; control characters escaped in every line
     if config.log_level != "DEBUG":  # a line per MES request is noise, and shows the URL
         logging.getLogger("httpx").setLevel(logging.WARNING)
     return run_main(config)

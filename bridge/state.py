@@ -85,6 +85,12 @@ class Transaction:
         _log.info("station %s: %s %s", station_id, error.to_dict()["code"], fields)
         self.result(station_id, Event.SEQUENCE_ERROR, error=error.to_dict(), **fields)
 
+    def bridge_error(self, error: Problem, **fields: Any) -> None:
+        """A refusal no station's topic may carry (a message for an id that is not a station)."""
+        state = self._state
+        payload = outcome(Event.SEQUENCE_ERROR, at=state.clock(), error=error.to_dict(), **fields)
+        self.republish([(state.topics.bridge_error(state.config.bridge_id), payload)])
+
     def republish(self, answers: list[Answer]) -> None:
         """Outcomes to publish as they are (a redelivered message's answers, as before)."""
         self.answers.extend(answers)
@@ -236,9 +242,12 @@ class State:
         else:
             self.broker_session = "new"
         if not self._broker_seen:
-            async with self.transaction() as tx:
-                tx.put(_BROKER_SESSION_KEY, '"seen"')
-            self._broker_seen = True
+            try:
+                async with self.transaction() as tx:
+                    tx.put(_BROKER_SESSION_KEY, '"seen"')
+                self._broker_seen = True
+            except StoreError as error:  # a full disk must not end the session: try next time
+                _log.error("not saved: %s", error)
         self.publish_all_status()
 
     def status_soon(self, station_id: str) -> None:

@@ -357,7 +357,7 @@ class MesClient:
         except httpx.ConnectError as error:
             if (problem := certificate_problem(error)) is not None:
                 detail = _tls_detail(problem, self._config.ca_file)
-                _log.error("MES %s: TLS failed: %s", self._config.shown_url(), detail)
+                _log.error("MES %s: TLS failed: %s", self._config.url, detail)
                 raise classify_transport("tls", sent=False, detail=detail) from error
             raise classify_transport("network", sent=False, detail=_describe(error)) from error
         except httpx.ConnectTimeout as error:

@@ -232,6 +232,8 @@ def classify_response(status: int, body: Any, *, retry_after: str | None = None)
         # A redirect means mes.url is out of date (http -> https, a moved proxy): no request
         # is wrong, so it waits for the configuration to be fixed rather than being dropped.
         return error(MesErrorCode.SERVER)
+    if status == 413:  # too large to take in: the same request will never fit, dead-letter it
+        return error(MesErrorCode.VALIDATION)
     if mes_code is not None and mes_code in MesErrorCode.__members__:
         return error(MesErrorCode(mes_code))
 

@@ -87,6 +87,7 @@ class Tablet:
         await self._client.subscribe(self.topics.live("+"), qos=1)
         await self._client.subscribe(self.topics.device_status("+", "+"), qos=1)
         await self._client.subscribe(self.topics.availability("+"), qos=1)
+        await self._client.subscribe(self.topics.bridge_error("+"), qos=1)
         self._reader = asyncio.create_task(self._read())
         return self
 
