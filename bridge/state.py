@@ -26,6 +26,7 @@ from .problems import Problem
 from .station import Batch
 from .store import Store
 from .topics import Topics
+from .version import bridge_version
 
 _log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class State:
         self.batches: dict[str, Batch] = {}
         self.outbox = Outbox()
         self.mes_state = MesState.UNKNOWN
+        self.mes_confirmed_at: datetime | None = None  # the MES's last answer (bridge.mes_watch)
         self._store = store
         self._publish = publish
         self._topics = Topics(config.mqtt.topic_prefix)
@@ -177,6 +179,10 @@ class State:
                 "dead_letters": dead,
             },
             "mes": str(self.mes_state),
+            "mes_confirmed_at": format_utc(self.mes_confirmed_at)
+            if self.mes_confirmed_at
+            else None,
+            "version": bridge_version(),
             "at": format_utc(self.clock()),
         }
 

@@ -60,6 +60,7 @@ class MesClient:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
+        event_hooks: Mapping[str, list[Callable[..., Any]]] | None = None,
     ) -> None:
         self._config = config
         self._http = httpx.AsyncClient(
@@ -67,6 +68,7 @@ class MesClient:
             timeout=httpx.Timeout(config.timeout_s),
             transport=transport,
             headers={"Accept": "application/json"},
+            event_hooks=event_hooks,  # metrics and the reachability watch see every exchange
         )
         self._pacer = Pacer(limit=config.rate_limit, window_s=config.rate_window_s, clock=clock)
         self._tokens = TokenSource(
