@@ -25,10 +25,12 @@ class DeviceBoard:
         self._inner = inner
         self._metrics = metrics
         self.statuses: dict[tuple[str, str], DeviceStatus] = {}
+        self.last_readings: dict[tuple[str, str], datetime] = {}
         self._connected_before: set[tuple[str, str]] = set()
 
     async def reading(self, device: DeviceConfig, reading: Reading, at: datetime) -> None:
         self._metrics.gauge_readings.labels(device=device.name).inc()
+        self.last_readings[(device.station, device.name)] = at
         await self._inner.reading(device, reading, at)
 
     async def gauge_error(self, device: DeviceConfig, error: GaugeError, at: datetime) -> None:
@@ -93,7 +95,13 @@ class Overview:
                 "dead": [_entry(entry) for entry in state.outbox.dead()],
             },
             "devices": [
-                {"station_id": station, "device": name, **status.to_json()}
+                {
+                    "station_id": station,
+                    "device": name,
+                    **status.to_json(),
+                    # the status's own is as of its last change of state
+                    "last_reading_at": _time(self.devices.last_readings.get((station, name))),
+                }
                 for (station, name), status in sorted(self.devices.statuses.items())
             ],
         }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -89,3 +89,17 @@ async def test_the_store_remembers_a_failed_commit_and_times_every_commit(tmp_pa
         await store.close()
     text = metrics.exposition().decode()
     assert "station_bridge_store_commit_seconds_count 2.0" in text
+
+
+async def test_the_board_counts_readings_and_keeps_the_last_ones_time() -> None:
+    metrics = BridgeMetrics()
+    board = DeviceBoard(Recorded(), metrics=metrics)
+    device = DeviceConfig(
+        name="scale1", port="/dev/null", station="3", format="and", measurement="weight_g"
+    )
+    reading = Reading(values={})
+    for seconds in (0, 5):
+        await board.reading(device, reading, T0 + timedelta(seconds=seconds))
+    assert board.last_readings[("3", "scale1")] == T0 + timedelta(seconds=5)
+    text = metrics.exposition().decode()
+    assert 'station_bridge_gauge_readings_total{device="scale1"} 2.0' in text
