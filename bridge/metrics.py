@@ -28,8 +28,8 @@ _STARTED = "station_bridge_started"
 _LOOP_TICK_S = 1.0
 
 # The MES's paths with the WIP (a scanned string or the MES's id) taken out: a label per WIP
-# would grow without end.
-_WIP_SEGMENT = re.compile(r"^(/api/v1/wip-items/)[^/]+(/|$)")
+# would grow without end. Not anchored: mes.url may have a path of its own.
+_WIP_SEGMENT = re.compile(r"(/api/v1/wip-items/)[^/]+(/|$)")
 
 
 def endpoint(path: str) -> str:

@@ -16,6 +16,8 @@ from .metrics import BridgeMetrics
 from .outbox import Entry
 from .state import State
 
+LISTED = 50  # requests listed of each kind (pending, dead); the counts are always complete
+
 
 class DeviceBoard:
     """Passes a gauge's events on to the bridge, keeping each device's latest state for the page
@@ -66,6 +68,7 @@ class Overview:
     def snapshot(self) -> dict[str, Any]:
         state = self.state
         config = state.config
+        pending, dead = state.outbox.pending(), state.outbox.dead()
         stations = [station.id for station in config.stations]
         stations += sorted(
             {b.station_id for b in state.batches.values()} - set(stations)
@@ -91,8 +94,11 @@ class Overview:
             },
             "stations": [self._station(station_id) for station_id in stations],
             "outbox": {
-                "pending": [_entry(entry) for entry in state.outbox.pending()],
-                "dead": [_entry(entry) for entry in state.outbox.dead()],
+                "pending_count": len(pending),
+                "dead_count": len(dead),
+                # the oldest ones: after an outage thousands may wait, and a page is not a log
+                "pending": [_entry(entry) for entry in pending[:LISTED]],
+                "dead": [_entry(entry) for entry in dead[:LISTED]],
             },
             "devices": [
                 {

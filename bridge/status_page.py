@@ -23,7 +23,9 @@ td,th{padding:6px;border-bottom:1px solid #ddd;text-align:left;vertical-align:to
 
 def render(snapshot: dict[str, Any]) -> str:
     broker, mes = snapshot["broker"], snapshot["mes"]
-    dead, pending = snapshot["outbox"]["dead"], snapshot["outbox"]["pending"]
+    outbox = snapshot["outbox"]
+    dead, pending = outbox["dead"], outbox["pending"]
+    dead_count, pending_count = outbox["dead_count"], outbox["pending_count"]
     broker_where = f"{broker['host']}:{broker['port']}" + (
         " (embedded)" if broker["embedded"] else ""
     )
@@ -42,9 +44,9 @@ def render(snapshot: dict[str, Any]) -> str:
         ),
         _card(
             "Outbox",
-            f"{len(pending)} pending",
-            f"{len(dead)} dead letter(s)",
-            "bad" if dead else ("warn" if pending else "ok"),
+            f"{pending_count} pending",
+            f"{dead_count} dead letter(s)",
+            "bad" if dead_count else ("warn" if pending_count else "ok"),
         ),
     ]
     parts = [
@@ -60,9 +62,9 @@ def render(snapshot: dict[str, Any]) -> str:
         "<h2>Stations</h2>",
         _stations(snapshot["stations"]),
         "<h2>Dead letters</h2>",
-        _entries(dead, empty="none"),
+        _entries(dead, total=dead_count, empty="none"),
         "<h2>Waiting for the MES</h2>",
-        _entries(pending, empty="nothing waits"),
+        _entries(pending, total=pending_count, empty="nothing waits"),
         "<h2>Gauges</h2>",
         _devices(snapshot["devices"]),
         "</body></html>",
@@ -100,7 +102,7 @@ def _stations(stations: list[dict[str, Any]]) -> str:
     return _table(head, rows, empty="no stations")
 
 
-def _entries(entries: list[dict[str, Any]], *, empty: str) -> str:
+def _entries(entries: list[dict[str, Any]], *, total: int, empty: str) -> str:
     rows = []
     for entry in entries:
         reason = entry["reason"]
@@ -114,6 +116,11 @@ def _entries(entries: list[dict[str, Any]], *, empty: str) -> str:
             f"<tr><td>{_e(entry['what'])}<br><span class='meta'>station {_e(entry['station_id'])}"
             f" · {entry['attempts']} attempt(s) · queued {_time(entry['enqueued_at'])}</span></td>"
             f"<td>{why}</td></tr>"
+        )
+    if total > len(entries):
+        rows.append(
+            f"<tr><td colspan='2' class='none'>and {total - len(entries)} more: "
+            "station-bridge outbox list</td></tr>"
         )
     return _table("<tr><th>request</th><th>reason</th></tr>", rows, empty=empty)
 

@@ -24,6 +24,7 @@ T0 = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
         ("/api/v1/wip-items/17/complete-process", "/api/v1/wip-items/{wip}/complete-process"),
         ("/api/v1/wip-items/17", "/api/v1/wip-items/{wip}"),
         ("/api/v1/auth/login/json", "/api/v1/auth/login/json"),
+        ("/mes/api/v1/wip-items/W-1/trace", "/mes/api/v1/wip-items/{wip}/trace"),
     ],
 )
 def test_endpoint_labels_leave_the_wip_out(path: str, label: str) -> None:

@@ -41,6 +41,8 @@ def snapshot(**changes: Any) -> dict[str, Any]:
             {"station_id": "9", "configured": False, "active_batches": [], "pending": 0, "dead": 0},
         ],
         "outbox": {
+            "pending_count": 0,
+            "dead_count": 1,
             "pending": [],
             "dead": [
                 {
@@ -91,3 +93,11 @@ def test_an_mes_never_heard_from() -> None:
     page = render(snapshot(mes=mes, devices=[]))
     assert "<b>auth_failed</b>" in page and "last answer never" in page
     assert "no gauges configured" in page
+
+
+def test_a_long_queue_is_cut_short_and_counted() -> None:
+    entry = snapshot()["outbox"]["dead"][0]
+    outbox = {"pending_count": 1200, "dead_count": 1, "pending": [entry] * 50, "dead": [entry]}
+    page = render(snapshot(outbox=outbox))
+    assert "<b>1200 pending</b>" in page
+    assert "and 1150 more: station-bridge outbox list" in page
