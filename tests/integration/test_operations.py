@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import socket
@@ -70,13 +71,15 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 async def test_endpoint_health_readiness_metrics_and_an_idle_status_that_tells_the_truth(
-    sim: MesSimulator, tmp_path: Path
+    sim: MesSimulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = load_config(config_file(tmp_path, sim))
     sim.stop()  # the MES is away when the bridge starts
     async with Tablet(config) as tablet, running(config), httpx.AsyncClient() as http:
         status = await tablet.status("1", lambda s: s["mes"] == "offline")
         assert status["mes_confirmed_at"] is None and status["version"]
+        (unreachable,) = [r for r in caplog.records if "does not answer" in r.getMessage()]
+        assert unreachable.levelno == logging.ERROR and sim.url in unreachable.getMessage()
         assert (await http.get(url(config, "/healthz"))).json() == {"status": "ok"}
         ready = await http.get(url(config, "/readyz"))
         assert ready.status_code == 200, ready.text  # the outbox takes the work meanwhile
