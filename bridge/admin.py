@@ -1,10 +1,9 @@
-"""What `station-bridge check` and `station-bridge outbox …` show and do for the person keeping
-the box."""
+"""What `station-bridge check`, `outbox …` and `batch …` show and do for the person keeping the
+box."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
 
 import yaml
@@ -21,6 +20,7 @@ from .mes import (
 )
 from .mes.instants import parse_instant, same_instant
 from .outbox import Change, Entry, Outbox, load_state
+from .station import Batch
 from .store import Store, existing, read_directory
 
 
@@ -72,7 +72,7 @@ def _reason(reason: dict[str, Any]) -> str:
 
 
 class AdminError(Exception):
-    """An outbox command that cannot be done as asked; the message says why."""
+    """An outbox or batch command that cannot be done as asked; the message says why."""
 
 
 def stale_reason(entry: Entry, trace: WipTrace) -> str | None:
@@ -104,8 +104,10 @@ def stale_reason(entry: Entry, trace: WipTrace) -> str | None:
     return None
 
 
-async def _check_not_stale(config: BridgeConfig, entries: list[Entry]) -> None:
-    """Ask the MES's trace whether anything newer than these requests was recorded since."""
+async def check_not_stale(config: BridgeConfig, change: Change) -> None:
+    """Refuse a retry (AdminError) when the MES's trace holds something newer than a request it
+    puts back (`stale_reason`), or cannot be asked."""
+    entries = change.entries
     traces: dict[str, WipTrace | None] = {}
     async with MesClient(config.mes) as mes:
         for entry in entries:
@@ -128,15 +130,15 @@ async def _check_not_stale(config: BridgeConfig, entries: list[Entry]) -> None:
                 )
 
 
-async def retry_dead(config: BridgeConfig, seqs: list[int], *, out: TextIO) -> None:
-    """Put dead letters back in the queue (the bridge must be stopped: it holds the store).
+# What each command changes, decided from the state alone: the same functions serve the bridge
+# stopped (the store written here) and running (`bridge.live_admin`, through its `State`).
 
-    A refused 착공 comes back with the 완공 it blocked, so that the order of its batch holds.
-    Nothing is put back when the MES has recorded something newer of the same WIP and process
-    since (`stale_reason`), or cannot be asked.
-    """
 
-    def revive(outbox: Outbox, seq: int) -> list[Entry]:
+def plan_retry(outbox: Outbox, seqs: list[int]) -> Change:
+    """Dead letters back in the queue. A refused 착공 comes back with the 완공 it blocked, so
+    that the order of its batch holds."""
+
+    def revive(seq: int) -> list[Entry]:
         entry = _dead_letter(outbox, seq)
         if (entry.dead_reason or {}).get("code") == "BLOCKED":
             raise AdminError(f"#{seq} waits for the request that blocked it: retry that one")
@@ -150,31 +152,70 @@ async def retry_dead(config: BridgeConfig, seqs: list[int], *, out: TextIO) -> N
         ]
         return [_revived(item) for item in [entry, *blocked]]
 
-    async with _stopped_bridge_store(config) as (store, outbox):
-        change = Change(entries=[item for seq in seqs for item in revive(outbox, seq)])
-        await _check_not_stale(config, change.entries)
-        await store.commit(change.writes())
-    for item in change.entries:
-        print(f"back in the queue: {item.describe()}", file=out)
+    return Change(entries=[item for seq in seqs for item in revive(seq)])
 
 
-async def drop_dead(config: BridgeConfig, seqs: list[int], *, out: TextIO) -> None:
-    """Delete dead letters for good (the bridge must be stopped)."""
-    async with _stopped_bridge_store(config) as (store, outbox):
-        change = Change(dropped_entries=[_dead_letter(outbox, seq) for seq in seqs])
-        await store.commit(change.writes())
-    for item in change.dropped_entries:
-        print(f"dropped: {item.describe()}", file=out)
+def plan_drop(outbox: Outbox, seqs: list[int]) -> Change:
+    """Dead letters deleted for good."""
+    return Change(dropped_entries=[_dead_letter(outbox, seq) for seq in seqs])
 
 
-@contextlib.asynccontextmanager
-async def _stopped_bridge_store(config: BridgeConfig) -> AsyncIterator[tuple[Store, Outbox]]:
+def plan_end_batch(batches: dict[str, Batch], outbox: Outbox, batch_id: str) -> Change:
+    """A stuck batch ended, as an abort would end it: its 착공 not yet tried is dropped too (one
+    already tried may be at the MES, and is delivered or dead-lettered as usual)."""
+    batch = batches.get(batch_id)
+    if batch is None:
+        raise AdminError(f"there is no active batch {batch_id!r}")
+    return Change(dropped_batches=[batch], dropped_entries=outbox.unattempted(batch.uid))
+
+
+def report_change(change: Change, *, out: TextIO) -> None:
+    """What a command did, one line per record (the same words live and offline)."""
+    lines = [f"back in the queue: {item.describe()}" for item in change.entries]
+    lines += [f"ended: {_batch_line(batch)}" for batch in change.dropped_batches]
+    dropped = "dropped (never sent)" if change.dropped_batches else "dropped"
+    lines += [f"{dropped}: {item.describe()}" for item in change.dropped_entries]
+    for line in lines:
+        print(line, file=out)
+
+
+async def change_stopped_bridge(
+    config: BridgeConfig,
+    plan: Callable[[dict[str, Batch], Outbox], Change],
+    *,
+    check: Callable[[Change], Awaitable[None]] | None = None,
+) -> Change:
+    """Apply a planned change to the store of a bridge that is not running (it holds the store
+    while it runs: then the change goes through `bridge.live_admin`). `check` may refuse the
+    change (AdminError) before anything is written."""
     store = Store(existing(config.store_dir))
     try:
-        _, outbox = load_state(await store.open())  # fails while a bridge has it open
-        yield store, outbox
+        batches, outbox = load_state(await store.open())  # fails while a bridge has it open
+        change = plan(batches, outbox)
+        if check is not None:
+            await check(change)
+        await store.commit(change.writes())
     finally:
         await store.close()
+    return change
+
+
+def show_batches(config: BridgeConfig, *, out: TextIO, as_json: bool) -> None:
+    batches, _ = load_state(read_directory(config.store_dir))
+    for batch in sorted(batches.values(), key=lambda b: b.started_at):
+        if as_json:
+            print(batch.model_dump_json(), file=out)
+        else:
+            print(_batch_line(batch), file=out)
+    if not batches and not as_json:
+        print("no active batches", file=out)
+
+
+def _batch_line(batch: Batch) -> str:
+    return (
+        f"{batch.batch_id}  station {batch.station_id}  {batch.wip_id}  process {batch.process}"
+        f"  started {batch.started_at:%Y-%m-%d %H:%M:%S}Z  {len(batch.measurements)} value(s)"
+    )
 
 
 def _dead_letter(outbox: Outbox, seq: int) -> Entry:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .config import BridgeConfig
+    from .live_admin import Plan
+    from .outbox import Change
 
 
 def _mes_sim(args: argparse.Namespace) -> int:
@@ -63,9 +65,7 @@ def _run(args: argparse.Namespace, config: BridgeConfig) -> int:
     from .app import main as run_main
     from .logs import setup
 
-    setup(config.log_level)  # times in UTC; control characters escaped in every line
-    if config.log_level != "DEBUG":  # a line per MES request is noise, and shows the URL
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+    setup(config.log_level, environ=os.environ)  # UTC, escaped lines; journald priorities
     return run_main(config)
 
 
@@ -149,15 +149,71 @@ def _gauge_watch(args: argparse.Namespace, config: BridgeConfig) -> int:
 
 @_with_config
 def _outbox_change(args: argparse.Namespace, config: BridgeConfig) -> int:
-    from .admin import AdminError, drop_dead, retry_dead
+    from .admin import check_not_stale, plan_drop, plan_retry
+
+    seqs: list[int] = args.seq
+    command: str = args.outbox_command
+    plan = plan_retry if command == "retry" else plan_drop
+    return _change(
+        config,
+        f"outbox {command}",
+        f"/outbox/{command}",
+        {"seqs": seqs},
+        lambda _, outbox: plan(outbox, seqs),
+        check=(lambda change: check_not_stale(config, change)) if command == "retry" else None,
+    )
+
+
+@_with_config
+def _batch_list(args: argparse.Namespace, config: BridgeConfig) -> int:
+    from .admin import show_batches
     from .store import StoreError
 
-    action = retry_dead if args.outbox_command == "retry" else drop_dead
     try:
-        asyncio.run(action(config, args.seq, out=sys.stdout))
-    except (AdminError, StoreError) as error:
-        print(f"station-bridge outbox {args.outbox_command}: {error}", file=sys.stderr)
+        show_batches(config, out=sys.stdout, as_json=args.json)
+    except StoreError as error:
+        print(f"station-bridge batch list: {error}", file=sys.stderr)
         return 2
+    return 0
+
+
+@_with_config
+def _batch_end(args: argparse.Namespace, config: BridgeConfig) -> int:
+    from .admin import plan_end_batch
+
+    batch_id: str = args.batch_id
+    return _change(
+        config,
+        "batch end",
+        "/batch/end",
+        {"batch_id": batch_id},
+        lambda batches, outbox: plan_end_batch(batches, outbox, batch_id),
+    )
+
+
+def _change(
+    config: BridgeConfig,
+    command: str,
+    path: str,
+    body: dict[str, Any],
+    plan: Plan,
+    *,
+    check: Callable[[Change], Awaitable[None]] | None = None,
+) -> int:
+    """Made by the running bridge when one answers on its admin socket, else written to the
+    store of the stopped one: both decide with the same `plan` (and the same `check`)."""
+    from .admin import AdminError, change_stopped_bridge, report_change
+    from .live_admin import ask_running_bridge
+    from .store import StoreError
+
+    try:
+        change = ask_running_bridge(config, path, body)
+        if change is None:
+            change = asyncio.run(change_stopped_bridge(config, plan, check=check))
+    except (AdminError, StoreError) as error:
+        print(f"station-bridge {command}: {error}", file=sys.stderr)
+        return 2
+    report_change(change, out=sys.stdout)
     return 0
 
 
@@ -167,11 +223,18 @@ def _demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(wips=args.wips, out=sys.stdout))
 
 
+def _version() -> str:
+    from .version import bridge_version
+
+    return f"station-bridge {bridge_version()}"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="station-bridge",
         description="MQTT edge bridge between factory test stations and the F2X NeuroHub MES.",
     )
+    parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sim = commands.add_parser(
@@ -235,11 +298,35 @@ def _parser() -> argparse.ArgumentParser:
         ("drop", "delete dead letters for good"),
     ):
         command = outbox_commands.add_parser(
-            name, help=text, description=f"{text[0].upper()}{text[1:]}. Stop the bridge first."
+            name,
+            help=text,
+            description=f"{text[0].upper()}{text[1:]}. A running bridge does it itself (over "
+            "its admin socket in data_dir); a stopped one's store is changed directly.",
         )
         command.add_argument("--config", type=Path, required=True)
         command.add_argument("seq", type=int, nargs="+", help="request numbers, as `list` shows")
         command.set_defaults(run=_outbox_change)
+
+    batch = commands.add_parser("batch", help="the stations' active batches")
+    batch_commands = batch.add_subparsers(dest="batch_command", required=True, metavar="ACTION")
+    batches = batch_commands.add_parser(
+        "list",
+        help="active batches",
+        description="Reads the bridge's data_dir; safe while the bridge runs.",
+    )
+    batches.add_argument("--config", type=Path, required=True)
+    batches.add_argument("--json", action="store_true", help="one JSON object per line")
+    batches.set_defaults(run=_batch_list)
+    end = batch_commands.add_parser(
+        "end",
+        help="end a stuck batch (e.g. of a station removed from the config)",
+        description="Ends the batch as an abort would: its 착공 not yet sent is dropped; the MES "
+        "is not told. A running bridge does it itself and tells the station's tablet "
+        "(BATCH_ABORTED); a stopped one's store is changed directly.",
+    )
+    end.add_argument("--config", type=Path, required=True)
+    end.add_argument("batch_id", help="as `batch list` shows it")
+    end.set_defaults(run=_batch_end)
 
     gauge = commands.add_parser(
         "gauge-sim",

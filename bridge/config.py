@@ -266,12 +266,33 @@ class OutboxConfig(_Section):
         default=3,
         description="failed attempts in a row, across all WIPs, that mean the MES is down",
     )
+    idle_check_s: PositiveFloat = Field(
+        default=30.0,
+        description="with no answer from the MES for this long, GET /health (not rate-limited)",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> OutboxConfig:
         if self.retry_min_s > self.retry_max_s:
             raise ValueError("retry_min_s must not be above retry_max_s")
         return self
+
+
+class HttpConfig(_Section):
+    """The health, metrics and status-page endpoint (off unless `listen` is given)."""
+
+    listen: str | None = Field(
+        default=None,
+        pattern=r"^[^\s]+:[0-9]{1,5}$",
+        description="host:port to serve /healthz, /readyz, /metrics and / on; e.g. 127.0.0.1:9108",
+    )
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        if self.listen is None:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
 
 
 class BridgeConfig(BaseSettings):
@@ -292,6 +313,7 @@ class BridgeConfig(BaseSettings):
     mes: MesConfig = MesConfig()
     outbox: OutboxConfig = OutboxConfig()
     batches: BatchesConfig = BatchesConfig()
+    http: HttpConfig = HttpConfig()
     stations: list[StationConfig] = Field(default_factory=list)
     devices: list[DeviceConfig] = Field(default_factory=list)
 

@@ -213,7 +213,7 @@ class Deliveries:
         return made.model_copy(update={"batch_id": entry.batch_id, "batch_uid": entry.batch_uid})
 
     def mes_state_changed(self, state: MesState) -> None:
-        self._state.mes_state = str(state)
+        self._state.mes_state = state
         self._state.publish_all_status()
 
 

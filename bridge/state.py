@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from . import redelivery
 from .config import BridgeConfig
+from .dispatcher import MesState
 from .faults import FaultPoint, Faults
 from .mes import CompleteProcess, MesError, StartProcess
 from .mes.models import format_utc
@@ -30,6 +31,7 @@ from .problems import Problem
 from .station import Batch
 from .store import Store, StoreError
 from .topics import Topics
+from .version import bridge_version
 
 _log = logging.getLogger(__name__)
 
@@ -141,7 +143,8 @@ class State:
         self.topics = Topics(config.mqtt.topic_prefix)
         self.batches: dict[str, Batch] = {}
         self.outbox = Outbox()
-        self.mes_state = "unknown"
+        self.mes_state = MesState.UNKNOWN
+        self.mes_confirmed_at: datetime | None = None  # the MES's last answer (bridge.mes_watch)
         self.broker_session = "unknown"
         self.store = store
         self._faults = faults or Faults()
@@ -278,8 +281,12 @@ class State:
                 "pending_total": self.outbox.pending_count(),
                 "dead_letters": dead,
             },
-            "mes": self.mes_state,
+            "mes": str(self.mes_state),
+            "mes_confirmed_at": format_utc(self.mes_confirmed_at)
+            if self.mes_confirmed_at
+            else None,
             "broker_session": self.broker_session,
+            "version": bridge_version(),
             "at": format_utc(self.clock()),
         }
 

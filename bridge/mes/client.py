@@ -66,6 +66,7 @@ class MesClient:
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
         faults: Faults | None = None,
+        event_hooks: Mapping[str, list[Callable[..., Any]]] | None = None,
     ) -> None:
         self._config = config
         if faults is not None:
@@ -76,6 +77,7 @@ class MesClient:
             transport=transport,
             headers={"Accept": "application/json"},
             verify=client_context(ca_file=config.ca_file),
+            event_hooks=event_hooks,  # metrics and the reachability watch see every exchange
         )
         self._pacer = Pacer(limit=config.rate_limit, window_s=config.rate_window_s, clock=clock)
         self._tokens = TokenSource(

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from bridge.admin import AdminError, retry_dead
+from bridge.admin import (
+    AdminError,
+    change_stopped_bridge,
+    check_not_stale,
+    plan_retry,
+    report_change,
+)
 from bridge.config import BridgeConfig
 from bridge.mes import CompleteProcess, MesClient, Result, StartProcess
 from bridge.outbox import Change, Entry, load_state
@@ -79,7 +85,7 @@ async def test_a_stale_fail_is_not_replayed_after_a_newer_pass(
     await mes.complete_process(complete(wip, Result.PASS, later + timedelta(minutes=5)))
 
     with pytest.raises(AdminError, match=r"#7 .* not put back: the MES holds a PASS of process 1"):
-        await retry_dead(config, [7], out=io.StringIO())
+        await retry(config, [7])
     [entry] = load_state(read_directory(config.store_dir))[1]
     assert entry.dead  # still a dead letter: nothing was changed
 
@@ -96,7 +102,7 @@ async def test_a_dead_letter_with_only_older_records_at_the_mes_is_put_back(
     await dead_letter(config, complete(wip, Result.PASS, T))
 
     out = io.StringIO()
-    await retry_dead(config, [7], out=out)
+    report_change(await retry(config, [7]), out=out)
     assert "back in the queue: #7 complete process 1" in out.getvalue()
     [entry] = load_state(read_directory(config.store_dir))[1]
     assert not entry.dead
@@ -108,6 +114,15 @@ async def test_retry_refuses_when_the_mes_cannot_be_asked(
     await dead_letter(config, complete(sim.wip_ids[2], Result.FAIL, T))
     sim.set_faults(mode="unavailable")
     with pytest.raises(AdminError, match="cannot check #7 against the MES's trace"):
-        await retry_dead(config, [7], out=io.StringIO())
+        await retry(config, [7])
     [entry] = load_state(read_directory(config.store_dir))[1]
     assert entry.dead
+
+
+async def retry(config: BridgeConfig, seqs: list[int]) -> Change:
+    """`station-bridge outbox retry` with the bridge stopped."""
+    return await change_stopped_bridge(
+        config,
+        lambda _, outbox: plan_retry(outbox, seqs),
+        check=lambda change: check_not_stale(config, change),
+    )

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bridge.logs import FORMAT, EscapingFormatter, escape
+from bridge.logs import FORMAT, EscapingFormatter, JournalFormatter, escape, journal_priority, setup
 
 
 @pytest.mark.parametrize(
@@ -96,9 +96,56 @@ def test_times_are_utc() -> None:
 def test_setup_makes_the_process_log_escaped_lines() -> None:
     # In a process of its own: the test runner has its own handlers on the root logger.
     code = (
-        "import logging; from bridge.logs import setup; setup('INFO'); "
+        "import logging; from bridge.logs import setup; setup('INFO', environ={}); "
         "logging.getLogger('bridge.x').warning('wip %s', 'W\\n2026-11-26 ERROR forged')"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     (line,) = done.stderr.splitlines()
     assert line.endswith("WARNING bridge.x: wip W\\x0a2026-11-26 ERROR forged")
+
+
+@pytest.mark.parametrize(
+    ("level", "priority"),
+    [
+        (logging.DEBUG, 7),
+        (logging.INFO, 6),
+        (logging.WARNING, 4),
+        (logging.ERROR, 3),
+        (logging.CRITICAL, 2),
+    ],
+)
+def test_journal_priority(level: int, priority: int) -> None:
+    assert journal_priority(level) == priority
+
+
+def test_every_line_of_a_record_carries_its_priority() -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord("bridge", logging.ERROR, __file__, 1, "failed", (), None)
+        record.exc_info = sys.exc_info()
+    record.args = ("x\ny",)
+    record.msg = "failed %s"
+    text = JournalFormatter("%(levelname)s %(message)s").format(record)
+    lines = text.splitlines()
+    assert lines[0] == "<3>ERROR failed x\\x0ay" and len(lines) > 2
+    assert all(line.startswith("<3>") for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("environ", "prefix"), [({"JOURNAL_STREAM": "8:42"}, "<4>WARNING"), ({}, "20")]
+)
+def test_setup_picks_the_format_by_environment(
+    environ: dict[str, str], prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    root.handlers = []
+    try:
+        setup("INFO", environ=environ)
+        logging.getLogger("bridge.test").warning("look")
+        written = root.handlers[0].stream.getvalue()  # type: ignore[attr-defined]
+    finally:
+        root.handlers, root.level = saved
+    assert written.startswith(prefix) and written.rstrip().endswith("bridge.test: look")
