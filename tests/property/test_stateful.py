@@ -24,15 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, event, settings
+from hypothesis import HealthCheck, currently_in_test_context, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (
-    RuleBasedStateMachine,
-    invariant,
-    precondition,
-    rule,
-    run_state_machine_as_test,
-)
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from bridge.config import BridgeConfig
 from bridge.deliveries import Deliveries
@@ -217,6 +211,12 @@ class Unacked:
 
 def _tag(notes: str) -> str | None:
     return notes if _TAG.match(notes) else None
+
+
+def _note(what: str) -> None:
+    """Counted in hypothesis's statistics (`pytest --hypothesis-show-statistics`)."""
+    if currently_in_test_context():
+        event(what)
 
 
 def _passed(entry: Entry) -> tuple[str, int] | None:
@@ -405,7 +405,7 @@ class BridgeMachine(RuleBasedStateMachine):
             self.faults.arm(FaultPoint.INSIDE_COMMIT, cancel_the_commit, times=1_000)
             handling = asyncio.ensure_future(self.lifecycle.handle(messages))
             await asyncio.wait({handling})
-            event(f"cancelled in the commit: {bool(fired)}")
+            _note(f"cancelled in the commit: {bool(fired)}")
             if not handling.cancelled():
                 handling.result()
         else:
@@ -462,7 +462,7 @@ class BridgeMachine(RuleBasedStateMachine):
             for w in chosen
         ]
         await self.lifecycle.handle(again)
-        event("redelivered")
+        _note("redelivered")
         # Applied once: nothing changes, and what it is told is what it was told the first time.
         assert (list(self.state.outbox), dict(self.state.batches)) == before
         answered_before = [answer for w in chosen for answer in w.answers]
@@ -517,7 +517,7 @@ class BridgeMachine(RuleBasedStateMachine):
             if now.dead
             else "deferred"
         )
-        event(f"attempt of a {head.action}: {fate}")
+        _note(f"attempt of a {head.action}: {fate}")
         refused_start = head.action == "start" and now is not None and now.dead
         if refused_start:  # a refused 착공 ends its batch
             for batch in batches_before:
@@ -610,15 +610,17 @@ def _the_known_hole(tracked: Tracked, history: list[dict[str, Any]]) -> bool:
     )
 
 
+# A few dozen runs of up to 30 steps: about 30 s here. `--hypothesis-show-statistics` shows
+# what they did (attempts by outcome, redeliveries, cancelled commits).
+RUNS = settings(
+    max_examples=40,
+    stateful_step_count=30,
+    deadline=None,
+    database=None,  # a failure prints every step that led to it: that is the record
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
 @pytest.mark.timeout(300)
-def test_every_record_reaches_the_mes_once_in_order_whatever_happens() -> None:
-    run_state_machine_as_test(
-        BridgeMachine,
-        settings=settings(
-            max_examples=40,
-            stateful_step_count=30,
-            deadline=None,
-            database=None,  # a failure prints every step that led to it: that is the record
-            suppress_health_check=[HealthCheck.too_slow],
-        ),
-    )
+class TestEveryRecordReachesTheMesOnceInOrderWhateverHappens(BridgeMachine.TestCase):  # type: ignore[name-defined,misc]
+    settings = RUNS
