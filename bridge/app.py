@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from .gauges import GaugeEvents
 from .lifecycle import Lifecycle
 from .mes import MesClient
 from .mqtt import MqttLink
+from .notify import Notifier, notify_settings
 from .state import State
 from .store import Store, StoreError
 from .topics import Topics
@@ -53,8 +55,14 @@ async def _broker(config: MqttConfig) -> AsyncIterator[MqttConfig]:
         yield config.model_copy(update={"port": broker.port})
 
 
-async def run_bridge(config: BridgeConfig, *, ready: asyncio.Event | None = None) -> None:
-    """Run until cancelled (SIGTERM and SIGINT cancel it in `main`)."""
+async def run_bridge(
+    config: BridgeConfig,
+    *,
+    ready: asyncio.Event | None = None,
+    notifier: Notifier | None = None,
+) -> None:
+    """Run until cancelled (SIGTERM and SIGINT cancel it in `main`). `ready` is set, and
+    `notifier` tells systemd, once the broker is first connected."""
     store = Store(config.store_dir)
     async with _broker(config.mqtt) as mqtt, MesClient(config.mes) as mes:
         link = MqttLink(mqtt, client_id=config.client_id, bridge_id=config.bridge_id)
@@ -73,8 +81,12 @@ async def run_bridge(config: BridgeConfig, *, ready: asyncio.Event | None = None
                 for device in config.devices:
                     reader = GaugeReader(device, gauges, clock=utc_now)
                     tasks.create_task(reader.run(), name=f"gauge {device.name}")
+                if notifier is not None:
+                    tasks.create_task(notifier.heartbeat(), name="systemd watchdog")
+                await link.connected.wait()
+                if notifier is not None:
+                    notifier.ready()
                 if ready is not None:
-                    await link.connected.wait()
                     ready.set()
         finally:
             await store.close()
@@ -98,15 +110,18 @@ def main(config: BridgeConfig) -> int:
     """Run the bridge in this process; SIGTERM or Ctrl-C stop it cleanly (exit 0). A bridge that
     cannot start (its data_dir unusable, the embedded broker's port taken) exits 2."""
 
+    notifier = Notifier(notify_settings(os.environ, pid=os.getpid()))
+
     async def supervised() -> None:
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping.set)
-        bridge = asyncio.create_task(run_bridge(config), name="bridge")
+        bridge = asyncio.create_task(run_bridge(config, notifier=notifier), name="bridge")
         signalled = asyncio.create_task(stopping.wait())
         await asyncio.wait({bridge, signalled}, return_when=asyncio.FIRST_COMPLETED)
         signalled.cancel()
+        notifier.stopping()
         await stop(bridge)
 
     try:
