@@ -11,6 +11,7 @@
 #   /var/lib/station-bridge/         the data directory (station-bridge 0750)
 #   /var/backups/station-bridge/     a copy of the data directory from before each upgrade
 #   /etc/systemd/system/station-bridge.service, enabled
+#   /etc/modules-load.d/station-bridge.conf: the USB serial drivers, loaded at boot (below)
 #   the system user station-bridge, in the group dialout (serial gauges)
 #
 # An upgrade stops the bridge, copies its data directory, installs the new version and the new
@@ -26,6 +27,7 @@ CONFIG_DIR=/etc/$NAME
 DATA_DIR=/var/lib/$NAME
 BACKUPS=/var/backups/$NAME
 UNIT=/etc/systemd/system/$NAME.service
+MODULES=/etc/modules-load.d/$NAME.conf
 PYTHON=${PYTHON:-python3}
 
 say() { printf '%s\n' "$*"; }
@@ -82,6 +84,17 @@ install_config() {
     install -d -m 0750 -o "$NAME" -g "$NAME" "$DATA_DIR"
 }
 
+# The unit allows the device groups char-ttyUSB and char-ttyACM, which systemd looks up in
+# /proc/devices when the bridge starts: they are only there once their drivers are loaded. Loaded
+# at boot, an adapter plugged in later is allowed too; loaded on demand, it would not be.
+install_modules() {
+    printf '%s\n' "# station-bridge: serial drivers the unit's DeviceAllow= names" \
+        usbserial cdc_acm >"$MODULES"
+    if systemd_running && command -v modprobe >/dev/null; then
+        modprobe --all usbserial cdc_acm || say "could not load usbserial and cdc_acm now"
+    fi
+}
+
 install_unit() {
     install -m 0644 "$SOURCE/deploy/$NAME.service" "$UNIT"
     if systemd_running; then
@@ -103,6 +116,7 @@ install_all() {
     ensure_user
     install_program
     install_config
+    install_modules
     install_unit
     if [ "$was_active" = yes ]; then
         systemctl start "$NAME"  # migrates the data directory if the new version needs it
@@ -125,8 +139,8 @@ remove_all() {
         rm -f "$UNIT"
         ! systemd_running || systemctl daemon-reload
     fi
-    rm -rf "$PREFIX"
-    say "removed $PREFIX and $UNIT"
+    rm -rf "$PREFIX" "$MODULES"
+    say "removed $PREFIX, $UNIT and $MODULES"
     if [ "$purge" = yes ]; then
         rm -rf "$CONFIG_DIR" "$DATA_DIR" "$BACKUPS"
         ! getent passwd "$NAME" >/dev/null || userdel "$NAME"
