@@ -80,8 +80,8 @@ async def retry_dead(config: BridgeConfig, seqs: list[int], *, out: TextIO) -> N
             other
             for other in outbox.dead()
             if other.seq > seq
-            and other.batch_id is not None
-            and other.batch_id == entry.batch_id
+            and other.batch_uid is not None
+            and other.batch_uid == entry.batch_uid
             and (other.dead_reason or {}).get("code") == "BLOCKED"
         ]
         return [_revived(item) for item in [entry, *blocked]]

@@ -25,6 +25,7 @@ from devices import GaugeReader
 from .broker import EmbeddedBroker, EmbeddedBrokerError, is_loopback
 from .config import BridgeConfig, MqttConfig
 from .deliveries import Deliveries
+from .faults import Faults
 from .gauges import GaugeEvents
 from .lifecycle import Lifecycle
 from .mes import MesClient
@@ -50,7 +51,12 @@ async def _broker(config: MqttConfig) -> AsyncIterator[MqttConfig]:
     # Bound to a loopback address (the default) only this box can connect; bound to a LAN
     # address or 0.0.0.0, the stations and tablets on it are meant to.
     remote = not is_loopback(config.host)
-    async with EmbeddedBroker(host=config.host, port=config.port, allow_remote=remote) as broker:
+    async with EmbeddedBroker(
+        host=config.host,
+        port=config.port,
+        allow_remote=remote,
+        users_file=config.embedded_users_file,
+    ) as broker:
         _log.info("embedded MQTT broker on %s:%s", broker.host, broker.port)
         yield config.model_copy(update={"port": broker.port})
 
@@ -59,14 +65,23 @@ async def run_bridge(
     config: BridgeConfig,
     *,
     ready: asyncio.Event | None = None,
+    faults: Faults | None = None,
     notifier: Notifier | None = None,
 ) -> None:
     """Run until cancelled (SIGTERM and SIGINT cancel it in `main`). `ready` is set, and
-    `notifier` tells systemd, once the broker is first connected."""
+    `notifier` tells systemd, once the broker is first connected. `faults`: seams a test armed;
+    by default those of `STATION_BRIDGE_FAULTS` (none, unless a test set it)."""
     store = Store(config.store_dir)
+    faults = faults or Faults.from_env()
     async with _broker(config.mqtt) as mqtt, MesClient(config.mes) as mes:
-        link = MqttLink(mqtt, client_id=config.client_id, bridge_id=config.bridge_id)
-        state = State(config, store=store, publish=link.publish, clock=utc_now)
+        link = MqttLink(mqtt, client_id=config.client_id, bridge_id=config.bridge_id, faults=faults)
+        state = State(config, store=store, publish=link.publish, clock=utc_now, faults=faults)
+
+        async def connected(session_present: bool) -> None:
+            # An embedded broker starts empty with the bridge: no session to lose.
+            persistent = not config.mqtt.embedded
+            await state.broker_connected(session_present=session_present, persistent=persistent)
+
         try:
             await state.load()
             deliveries = Deliveries(config, state, mes=mes, clock=utc_now)
@@ -74,7 +89,7 @@ async def run_bridge(
             gauges = GaugeEvents(lifecycle, topics=Topics(mqtt.topic_prefix), publish=link.publish)
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(
-                    link.run(lifecycle.handle, on_connect=state.publish_all_status),
+                    link.run(lifecycle.handle, on_connect=connected),
                     name="mqtt",
                 )
                 tasks.create_task(deliveries.dispatcher.run(), name="dispatcher")

@@ -42,6 +42,7 @@ class MesState(StrEnum):
     ONLINE = "online"
     OFFLINE = "offline"
     AUTH_FAILED = "auth_failed"
+    TLS_FAILED = "tls_failed"
 
 
 class DeliveryListener(Protocol):
@@ -171,6 +172,8 @@ class Dispatcher:
             self._set_state(MesState.OFFLINE)
         elif error.code is MesErrorCode.AUTH:
             self._set_state(MesState.AUTH_FAILED)
+        elif error.code is MesErrorCode.TLS:
+            self._set_state(MesState.TLS_FAILED)
         else:
             self._set_state(MesState.ONLINE)
         decision = after_failure(

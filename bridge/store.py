@@ -15,7 +15,7 @@ import asyncio
 import fcntl
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,7 +31,8 @@ FORMAT = 1  # the format this bridge writes; docs/install.md says what changes i
 Rows = Mapping[str, str]
 Migration = Callable[[Rows], dict[str, str | None]]
 # MIGRATIONS[n] brings a store from format n to n + 1: the writes to make (None deletes), given
-# every row. Format 0 is a store from before the format was recorded; its layout is format 1's.
+# the rows `Store.open` read (not those it was told to skip: a migration that needs them reads
+# them). Format 0 is a store from before the format was recorded; its layout is format 1's.
 MIGRATIONS: dict[int, Migration] = {0: lambda rows: {}}
 
 SETTINGS: dict[str, Any] = {
@@ -55,8 +56,9 @@ class Store:
         self._cache: diskcache.Cache | None = None
         self._lock: int | None = None
 
-    async def open(self) -> dict[str, str]:
-        """Open (or create) the store; returns everything it holds, key -> JSON text.
+    async def open(self, *, skip: tuple[str, ...] = ()) -> dict[str, str]:
+        """Open (or create) the store; returns everything it holds, key -> JSON text, but for
+        the keys that start with one of `skip` (rows read only when needed).
 
         Only one process may have it open: two bridges on one outbox would each deliver it.
         """
@@ -65,7 +67,7 @@ class Store:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._lock = _exclusive(self.directory / "bridge.lock")
             self._cache = diskcache.Cache(str(self.directory), **SETTINGS)
-            rows = read_all(self._cache)
+            rows = read_all(self._cache, skip=skip)
             try:
                 writes = upgrade(rows)
             except StoreError as error:
@@ -98,6 +100,17 @@ class Store:
 
         if writes:
             await self._run(write)
+
+    async def read(self, keys: Iterable[str]) -> dict[str, str]:
+        """The values of these keys that are there."""
+        wanted = list(keys)
+
+        def read() -> dict[str, str]:
+            cache = self._require()
+            found = {key: cache.get(key) for key in wanted}
+            return {key: value for key, value in found.items() if isinstance(value, str)}
+
+        return await self._run(read) if wanted else {}
 
     async def close(self) -> None:
         if self._cache is not None:
@@ -135,9 +148,11 @@ def _exclusive(path: Path) -> int:
     return fd
 
 
-def read_all(cache: diskcache.Cache) -> dict[str, str]:
+def read_all(cache: diskcache.Cache, *, skip: tuple[str, ...] = ()) -> dict[str, str]:
     rows: dict[str, str] = {}
     for key in cache.iterkeys():
+        if isinstance(key, str) and key.startswith(skip):
+            continue
         value = cache.get(key)
         if isinstance(key, str) and isinstance(value, str):
             rows[key] = value

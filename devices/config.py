@@ -19,7 +19,15 @@ import math
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    field_validator,
+    model_validator,
+)
 
 DEVICE_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MEASUREMENT_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -29,6 +37,14 @@ SICS_DEFAULT_POLL_COMMAND = "SI"
 REGEX_GROUPS = frozenset({"value", "unit", "status"})
 
 Format = Literal["regex", "keyvalue", "and", "sics"]
+
+
+def _integer_as_text(value: object) -> object:
+    # YAML reads `id: 3` as a number, and station 3's topics are `station/3/...`: the same id.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+StationId = Annotated[str, BeforeValidator(_integer_as_text), Field(pattern=DEVICE_NAME_PATTERN)]
 
 
 class _Model(BaseModel):
@@ -53,7 +69,7 @@ class DeviceConfig(_Model):
     bytesize: Literal[5, 6, 7, 8] = 8
     parity: Literal["N", "E", "O", "M", "S"] = "N"
     stopbits: float = 1  # 1, 1.5 or 2 (a Literal cannot hold 1.5)
-    station: Annotated[str, Field(pattern=DEVICE_NAME_PATTERN)]
+    station: StationId
     measurement: Annotated[str, Field(pattern=MEASUREMENT_NAME_PATTERN)] | None = None
     format: Format
     pattern: str | None = None

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
@@ -14,6 +16,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from ..config import MesConfig
+from ..tls import certificate_problem, client_context
 from .auth import TokenSource
 from .errors import MesError, MesErrorCode, classify_response, classify_transport
 from .models import (
@@ -67,6 +70,7 @@ class MesClient:
             timeout=httpx.Timeout(config.timeout_s),
             transport=transport,
             headers={"Accept": "application/json"},
+            verify=client_context(ca_file=config.ca_file),
         )
         self._pacer = Pacer(limit=config.rate_limit, window_s=config.rate_window_s, clock=clock)
         self._tokens = TokenSource(
@@ -335,7 +339,13 @@ class MesClient:
     ) -> httpx.Response:
         try:
             return await self._http.request(method, path, params=params, json=json, headers=headers)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+        except httpx.ConnectError as error:
+            if (problem := certificate_problem(error)) is not None:
+                detail = _tls_detail(problem, self._config.ca_file)
+                _log.error("MES %s: TLS failed: %s", self._config.shown_url(), detail)
+                raise classify_transport("tls", sent=False, detail=detail) from error
+            raise classify_transport("network", sent=False, detail=_describe(error)) from error
+        except httpx.ConnectTimeout as error:
             raise classify_transport("network", sent=False, detail=_describe(error)) from error
         except httpx.PoolTimeout as error:
             raise classify_transport("timeout", sent=False, detail=_describe(error)) from error
@@ -376,6 +386,12 @@ class MesClient:
         if not isinstance(body, list):
             raise MesError(MesErrorCode.SERVER, detail="expected a list from the MES")
         return [cls._parse(model, item) for item in body]
+
+
+def _tls_detail(problem: ssl.SSLError, ca_file: Path | None) -> str:
+    why = getattr(problem, "verify_message", None) or problem.strerror or str(problem)
+    trusted = f"the system's CAs and {ca_file}" if ca_file else "the system's CAs (no mes.ca_file)"
+    return f"{problem.reason}: {why.rstrip('.')}; trusted: {trusted}"
 
 
 def _describe(error: httpx.HTTPError) -> str:

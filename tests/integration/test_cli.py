@@ -31,6 +31,9 @@ def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     )
 
 
+ONE_STATION = "stations: [{id: '1'}]\n"
+
+
 def write_config(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "bridge.yaml"
     path.write_text(text)
@@ -40,7 +43,9 @@ def write_config(tmp_path: Path, text: str) -> Path:
 def test_mes_check_against_the_simulator(sim: MesSimulator, tmp_path: Path) -> None:
     (tmp_path / "pw").write_text("admin-pass\n")
     config = write_config(
-        tmp_path, f"mes:\n  url: {sim.url}\n  username: admin\n  password_file: {tmp_path / 'pw'}\n"
+        tmp_path,
+        f"mes:\n  url: {sim.url}\n  username: admin\n  password_file: {tmp_path / 'pw'}\n"
+        + ONE_STATION,
     )
     done = run("mes-check", "--config", str(config), "--wip", sim.wip_ids[0])
     assert done.returncode == 0, done.stdout + done.stderr
@@ -55,7 +60,8 @@ def test_mes_check_reports_a_wrong_password_without_printing_it(
     sim: MesSimulator, tmp_path: Path
 ) -> None:
     config = write_config(
-        tmp_path, f"mes:\n  url: {sim.url}\n  username: admin\n  password: not-the-password\n"
+        tmp_path,
+        f"mes:\n  url: {sim.url}\n  username: admin\n  password: not-the-password\n" + ONE_STATION,
     )
     done = run("mes-check", "--config", str(config))
     assert done.returncode == 1
@@ -65,7 +71,7 @@ def test_mes_check_reports_a_wrong_password_without_printing_it(
 
 def test_mes_check_never_prints_a_password_in_the_url(sim: MesSimulator, tmp_path: Path) -> None:
     url = sim.url.replace("http://", "http://proxyuser:proxy-secret@")
-    config = write_config(tmp_path, f"mes:\n  url: {url}\n")
+    config = write_config(tmp_path, f"mes:\n  url: {url}\n" + ONE_STATION)
     done = run("mes-check", "--config", str(config))
     assert "proxy-secret" not in done.stdout + done.stderr
     assert "proxyuser:**********@" in done.stdout
@@ -221,11 +227,13 @@ def test_check_prints_the_effective_config_without_secrets(tmp_path: Path) -> No
         ("outbox: {max_pending: 0}", "outbox.max_pending"),
         ("stations: [{id: '1'}, {id: '1'}]", "station ids must be unique"),
         (
-            "devices: [{name: s, port: /dev/x, station: '9', measurement: m, format: and}]",
+            ONE_STATION
+            + "devices: [{name: s, port: /dev/x, station: '9', measurement: m, format: and}]",
             "unknown station",
         ),
+        ("mqtt: {port: 1883}", "no stations configured"),
     ],
-    ids=["station-id", "limits", "port", "bound", "duplicate", "device-station"],
+    ids=["station-id", "limits", "port", "bound", "duplicate", "device-station", "no-stations"],
 )
 def test_check_names_the_bad_field(tmp_path: Path, text: str, expected: str) -> None:
     done = run("check", "--config", str(write_config(tmp_path, text)))
@@ -300,7 +308,7 @@ def test_outbox_list_shows_pending_and_dead_letters_with_reasons(
 
 
 def test_outbox_list_without_data(tmp_path: Path) -> None:
-    config = write_config(tmp_path, f"data_dir: {tmp_path / 'nothing'}\n")
+    config = write_config(tmp_path, f"data_dir: {tmp_path / 'nothing'}\n" + ONE_STATION)
     done = run("outbox", "list", "--config", str(config))
     assert done.returncode == 2 and "no bridge data here" in done.stderr
 

@@ -222,7 +222,7 @@ def test_classify_response(status: int, body: Any, expected: MesErrorCode) -> No
     assert error.status == status
 
 
-RETRYABLE = {C.NETWORK, C.TIMEOUT, C.SERVER, C.RATE_LIMITED, C.AUTH}
+RETRYABLE = {C.NETWORK, C.TIMEOUT, C.SERVER, C.RATE_LIMITED, C.AUTH, C.TLS}
 
 
 @pytest.mark.parametrize("code", list(MesErrorCode))
@@ -279,6 +279,7 @@ def test_error_keeps_the_mes_detail_and_serialises() -> None:
         ("timeout", False, C.TIMEOUT),
         ("network", True, C.NETWORK),
         ("network", False, C.NETWORK),
+        ("tls", False, C.TLS),
     ],
 )
 def test_classify_transport(kind: str, sent: bool, code: MesErrorCode) -> None:
