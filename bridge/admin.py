@@ -10,6 +10,16 @@ from typing import Any, TextIO
 import yaml
 
 from .config import BridgeConfig
+from .mes import (
+    CompleteProcess,
+    ConvertToSerial,
+    MesClient,
+    MesError,
+    MesErrorCode,
+    WipStatus,
+    WipTrace,
+)
+from .mes.instants import parse_instant, same_instant
 from .outbox import Change, Entry, Outbox, load_state
 from .store import Store, existing, read_directory
 
@@ -66,10 +76,65 @@ class AdminError(Exception):
     """An outbox command that cannot be done as asked; the message says why."""
 
 
+def stale_reason(entry: Entry, trace: WipTrace) -> str | None:
+    """Why replaying this dead letter would undo something newer at the MES, or None.
+
+    The MES keeps no order of its own: a FAIL replayed after a newer PASS of the same process
+    would leave the WIP FAILED. So a request is stale when the MES's trace holds a completion of
+    its process at or after the request's own time (a completion for the very instant is the
+    request itself, already recorded), or the WIP is converted.
+    """
+    request = entry.request
+    if trace.status is WipStatus.CONVERTED or trace.serial_id is not None:
+        done = "it is" if isinstance(request, ConvertToSerial) else "the WIP is"
+        return f"{done} already converted to a serial number at the MES"
+    if isinstance(request, ConvertToSerial):
+        return None
+    since = request.completed_at if isinstance(request, CompleteProcess) else request.started_at
+    for record in trace.process_history:
+        if record.process_number != request.process or record.complete_time is None:
+            continue
+        parsed = parse_instant(record.complete_time)
+        if same_instant(since, record.complete_time) or (parsed and parsed[0] > since):
+            what = f"{(record.result or '?').upper()} of process {request.process}"
+            return (
+                f"the MES holds a {what} completed at {record.complete_time}, not older than "
+                f"this request ({since.isoformat()}): replaying it would put an older record "
+                "after a newer one"
+            )
+    return None
+
+
+async def _check_not_stale(config: BridgeConfig, entries: list[Entry]) -> None:
+    """Ask the MES's trace whether anything newer than these requests was recorded since."""
+    traces: dict[str, WipTrace | None] = {}
+    async with MesClient(config.mes) as mes:
+        for entry in entries:
+            if entry.wip_id not in traces:
+                try:
+                    traces[entry.wip_id] = await mes.trace(entry.wip_id)
+                except MesError as error:
+                    if error.code is not MesErrorCode.WIP_NOT_FOUND:
+                        raise AdminError(
+                            f"cannot check #{entry.seq} against the MES's trace of "
+                            f"{entry.wip_id} ({error}); nothing was changed"
+                        ) from error
+                    traces[entry.wip_id] = None  # nothing recorded: the MES will refuse it
+            trace = traces[entry.wip_id]
+            reason = None if trace is None else stale_reason(entry, trace)
+            if reason is not None:
+                raise AdminError(
+                    f"{entry.describe()} is not put back: {reason}. "
+                    "Drop it (outbox drop) if it is no longer wanted"
+                )
+
+
 async def retry_dead(config: BridgeConfig, seqs: list[int], *, out: TextIO) -> None:
     """Put dead letters back in the queue (the bridge must be stopped: it holds the store).
 
     A refused 착공 comes back with the 완공 it blocked, so that the order of its batch holds.
+    Nothing is put back when the MES has recorded something newer of the same WIP and process
+    since (`stale_reason`), or cannot be asked.
     """
 
     def revive(outbox: Outbox, seq: int) -> list[Entry]:
@@ -88,6 +153,7 @@ async def retry_dead(config: BridgeConfig, seqs: list[int], *, out: TextIO) -> N
 
     async with _stopped_bridge_store(config) as (store, outbox):
         change = Change(entries=[item for seq in seqs for item in revive(outbox, seq)])
+        await _check_not_stale(config, change.entries)
         await store.commit(change.writes())
     for item in change.entries:
         print(f"back in the queue: {item.describe()}", file=out)

@@ -73,7 +73,7 @@ async def run_bridge(
     by default those of `STATION_BRIDGE_FAULTS` (none, unless a test set it)."""
     store = Store(config.store_dir)
     faults = faults or Faults.from_env()
-    async with _broker(config.mqtt) as mqtt, MesClient(config.mes) as mes:
+    async with _broker(config.mqtt) as mqtt, MesClient(config.mes, faults=faults) as mes:
         link = MqttLink(mqtt, client_id=config.client_id, bridge_id=config.bridge_id, faults=faults)
         state = State(config, store=store, publish=link.publish, clock=utc_now, faults=faults)
 
@@ -84,7 +84,7 @@ async def run_bridge(
 
         try:
             await state.load()
-            deliveries = Deliveries(config, state, mes=mes, clock=utc_now)
+            deliveries = Deliveries(config, state, mes=mes, clock=utc_now, faults=faults)
             lifecycle = Lifecycle(state, deliveries)
             gauges = GaugeEvents(lifecycle, topics=Topics(mqtt.topic_prefix), publish=link.publish)
             async with asyncio.TaskGroup() as tasks:

@@ -96,8 +96,59 @@ def _outbox_list(args: argparse.Namespace, config: BridgeConfig) -> int:
 
 def _gauge_sim(args: argparse.Namespace) -> int:
     from devices import run_gauge_sim
+    from devices.line import LineSettings
 
-    return run_gauge_sim(format=args.format, rate_hz=args.rate, out=sys.stdout)
+    try:
+        line = LineSettings.of(args.baud, args.framing) if args.baud else None
+    except ValueError as error:
+        print(f"station-bridge gauge-sim: {error}", file=sys.stderr)
+        return 2
+    return run_gauge_sim(
+        format=args.format,
+        rate_hz=args.rate,
+        out=sys.stdout,
+        line=line,
+        terminator={"crlf": "\r\n", "cr": "\r", "lf": "\n"}[args.terminator],
+        stream=False if args.polled else None,
+        decimal_comma=args.decimal_comma,
+    )
+
+
+def _discover(args: argparse.Namespace) -> int:
+    from devices.discover import run_discover
+    from devices.discovery import SWEEP_FRAMINGS
+    from devices.line import STANDARD_BAUDRATES
+
+    return run_discover(
+        args.port,
+        timeout_s=args.timeout,
+        baudrates=args.baud or STANDARD_BAUDRATES,
+        framings=args.framing or SWEEP_FRAMINGS,
+        out=sys.stdout,
+        err=sys.stderr,
+    )
+
+
+def _baud_rates(text: str) -> list[int]:
+    try:
+        return [int(rate) for rate in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not baud rates: {text!r} (e.g. 2400,9600)") from None
+
+
+@_with_config
+def _gauge_watch(args: argparse.Namespace, config: BridgeConfig) -> int:
+    from devices.watch import watch_gauge
+
+    station, _, name = args.name.rpartition("/")
+    found = [d for d in config.devices if d.name == name and station in ("", d.station)]
+    if len(found) != 1:
+        known = ", ".join(f"{d.station}/{d.name}" for d in config.devices) or "none"
+        problem = "no device" if not found else "several devices (give STATION/NAME)"
+        message = f"{problem} named {args.name}; configured: {known}"
+        print(f"station-bridge gauge-watch: {message}", file=sys.stderr)
+        return 2
+    return asyncio.run(watch_gauge(found[0], out=sys.stdout, count=args.count))
 
 
 @_with_config
@@ -201,9 +252,50 @@ def _parser() -> argparse.ArgumentParser:
         "and plays an A&D balance, a Mettler Toledo MT-SICS balance (answers SI/S polls) or a "
         "key=value instrument on it until Ctrl-C.",
     )
-    gauge.add_argument("--format", choices=("and", "sics", "keyvalue"), required=True)
+    gauge.add_argument("--format", choices=("and", "sics", "keyvalue", "noise"), required=True)
     gauge.add_argument("--rate", type=float, default=2.0, help="lines per second (streaming)")
+    gauge.add_argument(
+        "--baud", type=int, help="talk at this baud rate only; others read garbage (as on a wire)"
+    )
+    gauge.add_argument("--framing", default="8N1", help="with --baud: 7E1, 8N1, 8E1, 7O1, ...")
+    gauge.add_argument("--terminator", choices=("crlf", "cr", "lf"), default="crlf")
+    gauge.add_argument("--polled", action="store_true", help="and: send only when asked (Q)")
+    gauge.add_argument("--decimal-comma", action="store_true", help="print +00123,45")
     gauge.set_defaults(run=_gauge_sim)
+
+    discover = commands.add_parser(
+        "discover",
+        help="find a gauge's serial settings and format on a port",
+        description="Listen on PORT at each baud rate and framing; where the gauge stays quiet, "
+        "send the polled protocols' harmless queries (MT-SICS SI, A&D Q) and nothing else. "
+        "Prints what was found and a devices: entry. Refuses a port a running bridge reads.",
+    )
+    discover.add_argument("port", help="e.g. /dev/serial/by-id/usb-FTDI_...")
+    discover.add_argument(
+        "--timeout", type=float, default=1.0, help="seconds to listen at each setting (1)"
+    )
+    discover.add_argument(
+        "--baud",
+        type=_baud_rates,
+        help="baud rates to try, comma-separated (default: the 8 from 1200 to 115200)",
+    )
+    discover.add_argument(
+        "--framing",
+        type=lambda text: text.split(","),
+        help="framings to try, comma-separated (default 8N1,7E1,8E1,7O1)",
+    )
+    discover.set_defaults(run=_discover)
+
+    watch = commands.add_parser(
+        "gauge-watch",
+        help="show a configured gauge's live readings (value, unit, stable, raw line)",
+        description="Open the device as the bridge would (stop the bridge first) and print "
+        "every line with what it parses to, and every change of status, until Ctrl-C.",
+    )
+    watch.add_argument("--config", type=Path, required=True, help="the bridge's YAML config")
+    watch.add_argument("name", help="the device's name (STATION/NAME when names repeat)")
+    watch.add_argument("--count", type=int, help="stop after this many lines")
+    watch.set_defaults(run=_gauge_watch)
 
     demo = commands.add_parser(
         "demo",

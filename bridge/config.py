@@ -238,6 +238,16 @@ class OutboxConfig(_Section):
         default=3.0,
         description="a request whose first attempt has no answer by then is announced as queued",
     )
+    settle_s: PositiveFloat = Field(
+        default=75.0,
+        description="after an unknown outcome (timeout, lost answer, 502/504), how long that "
+        "WIP waits before asking the MES whether it was recorded: longer than the MES's own "
+        "request limit (the deployed nginx allows 60 s)",
+    )
+    offline_after_failures: Annotated[int, Field(ge=1)] = Field(
+        default=3,
+        description="failed attempts in a row, across all WIPs, that mean the MES is down",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> OutboxConfig:

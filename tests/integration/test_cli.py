@@ -274,6 +274,10 @@ def test_outbox_list_shows_pending_and_dead_letters_with_reasons(
             await tablet.expect(
                 "1", ResultKind.ERROR, where=lambda p: p["error"]["code"] == "BLOCKED"
             )
+            # Lanes are let go one at a time after a recovery: wait for the other WIP's too.
+            await tablet.expect(
+                "1", ResultKind.ERROR, where=lambda p: p.get("wip_id") == sim.wip_ids[1]
+            )
             busy = run("outbox", "drop", "--config", str(config_file), "1")
             assert busy.returncode == 2 and "in use by another station-bridge" in busy.stderr
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,3 +100,59 @@ async def test_an_unplugged_gauge_shows_in_its_status_and_comes_back(
             await tablet.expect_on(
                 tablet.topics.live("2"), lambda p: p["measurements"]["mass_g"]["value"] == 61.0
             )
+
+
+async def test_a_polled_gauge_that_stops_answering_is_stale_in_its_retained_status(
+    sim: MesSimulator, tmp_path: Path
+) -> None:
+    with GaugeSimulator(format="sics", value=80.0) as gauge:
+        host, port = MOSQUITTO
+        device = {
+            "name": "balance1",
+            "port": gauge.path,
+            "station": "3",
+            "measurement": "mass_g",
+            "format": "sics",
+            "poll": {"interval_s": 0.05, "stale_after": 3, "error_after": 6},
+        }
+        config = bridge_config(sim, tmp_path / "data", host=host, port=port, devices=[device])
+        async with Tablet(config) as tablet, running(config):
+            status = tablet.topics.device_status("3", "balance1")
+            await tablet.latest(status, lambda s: s["state"] == "connected")
+            gauge.set_silent()
+            error = await tablet.latest(status, lambda s: s["state"] == "error")
+            assert error["detail"] == "no answer to 6 polls in a row"
+            [stale] = [p for t, p in tablet.seen if t == status and p["state"] == "stale"]
+            assert stale["detail"] == "no answer to 3 polls in a row"
+            assert stale["last_reading_at"] is not None
+            gauge.set_silent(False)
+            await tablet.latest(status, lambda s: s["state"] == "connected")
+            await tablet.expect_on(
+                tablet.topics.live("3"), lambda p: p["measurements"]["mass_g"]["value"] == 80.0
+            )
+
+
+async def test_discover_refuses_the_port_of_a_running_bridge_and_writes_nothing(
+    sim: MesSimulator, tmp_path: Path
+) -> None:
+    with GaugeSimulator(format="sics", value=80.0) as gauge:
+        host, port = MOSQUITTO
+        device = {
+            "name": "balance1",
+            "port": gauge.path,
+            "station": "1",
+            "measurement": "mass_g",
+            "format": "sics",
+        }
+        config = bridge_config(sim, tmp_path / "data", host=host, port=port, devices=[device])
+        async with Tablet(config) as tablet, running(config):
+            status = tablet.topics.device_status("1", "balance1")
+            await tablet.latest(status, lambda s: s["state"] == "connected")
+            discover = await asyncio.create_subprocess_exec(
+                *[sys.executable, "-m", "bridge.cli", "discover", gauge.path, "--timeout", "0.2"],
+                stderr=asyncio.subprocess.PIPE,
+            )
+            _, output = await asyncio.wait_for(discover.communicate(), 60)
+        assert discover.returncode == 2
+        assert b"is in use by another program (a running bridge reads from it?" in output
+        assert gauge.commands == []  # the bridge does not poll this one, and discover wrote nothing
