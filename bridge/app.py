@@ -119,6 +119,7 @@ async def run_bridge(
                     state=state,
                     devices=gauges,
                     broker_connected=link.connected.is_set,
+                    broker_error=lambda: link.last_error,
                     store_writable=lambda: not store.last_commit_failed,
                     version=bridge_version(),
                     started_at=utc_now(),
