@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ from .mes import MesClient
 from .mes_watch import MesWatch
 from .metrics import BridgeMetrics, MeteredStore
 from .mqtt import MqttLink
+from .notify import Notifier, notify_settings
 from .overview import DeviceBoard, Overview
 from .state import State
 from .store import StoreError
@@ -71,10 +73,15 @@ async def _broker(config: MqttConfig) -> AsyncIterator[MqttConfig]:
 
 
 async def run_bridge(
-    config: BridgeConfig, *, ready: asyncio.Event | None = None, faults: Faults | None = None
+    config: BridgeConfig,
+    *,
+    ready: asyncio.Event | None = None,
+    faults: Faults | None = None,
+    notifier: Notifier | None = None,
 ) -> None:
-    """Run until cancelled (SIGTERM and SIGINT cancel it in `main`). `faults`: seams a test
-    armed; by default those of `STATION_BRIDGE_FAULTS` (none, unless a test set it)."""
+    """Run until cancelled (SIGTERM and SIGINT cancel it in `main`). `ready` is set, and
+    `notifier` tells systemd, once the broker is first connected. `faults`: seams a test armed;
+    by default those of `STATION_BRIDGE_FAULTS` (none, unless a test set it)."""
     _log_setup(config)
     faults = faults or Faults.from_env()
     metrics = BridgeMetrics()
@@ -112,6 +119,7 @@ async def run_bridge(
                     state=state,
                     devices=gauges,
                     broker_connected=link.connected.is_set,
+                    broker_error=lambda: link.last_error,
                     store_writable=lambda: not store.last_commit_failed,
                     version=bridge_version(),
                     started_at=utc_now(),
@@ -135,8 +143,12 @@ async def run_bridge(
                     for device in config.devices:
                         reader = GaugeReader(device, gauges, clock=utc_now)
                         tasks.create_task(reader.run(), name=f"gauge {device.name}")
+                    if notifier is not None:
+                        tasks.create_task(notifier.heartbeat(), name="systemd watchdog")
+                    await link.connected.wait()
+                    if notifier is not None:
+                        notifier.ready()
                     if ready is not None:
-                        await link.connected.wait()
                         ready.set()
             finally:
                 await store.close()
@@ -193,15 +205,18 @@ def main(config: BridgeConfig) -> int:
     cannot start (its data_dir unusable, the embedded broker's or the HTTP endpoint's port taken)
     exits 2."""
 
+    notifier = Notifier(notify_settings(os.environ, pid=os.getpid()))
+
     async def supervised() -> None:
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping.set)
-        bridge = asyncio.create_task(run_bridge(config), name="bridge")
+        bridge = asyncio.create_task(run_bridge(config, notifier=notifier), name="bridge")
         signalled = asyncio.create_task(stopping.wait())
         await asyncio.wait({bridge, signalled}, return_when=asyncio.FIRST_COMPLETED)
         signalled.cancel()
+        notifier.stopping()
         await stop(bridge)
 
     try:

@@ -64,6 +64,9 @@ class MqttLink:
         self._outgoing: deque[tuple[str, bytes, bool]] = deque()
         self._has_outgoing = asyncio.Event()
         self.dropped = 0  # outgoing messages dropped because the queue was full
+        # Why the last attempt to reach the broker failed (a refused certificate, a wrong
+        # password…), for the status page; None while connected.
+        self.last_error: str | None = None
         self.connected = asyncio.Event()
 
     def publish(self, topic: str, payload: dict[str, Any], *, retain: bool = False) -> None:
@@ -92,6 +95,7 @@ class MqttLink:
                 await self._session(handler, on_connect)
             except aiomqtt.MqttError as error:
                 self.connected.clear()
+                self.last_error = str(error)
                 failures += 1
                 delay = backoff.delay(failures, random.random())
                 _log.warning(
@@ -123,10 +127,14 @@ class MqttLink:
         # the message.
         client._client.manual_ack_set(True)
         async with client:
+            _raise_if_cancelled()
             for topic in self._topics.subscriptions():
                 await client.subscribe(topic, qos=1)
+                _raise_if_cancelled()
             try:
                 await client.publish(self._availability, b"online", qos=1, retain=True)
+                _raise_if_cancelled()
+                self.last_error = None
                 _log.info(
                     "MQTT connected to %s:%s as %s",
                     self._config.host,
@@ -190,6 +198,15 @@ class MqttLink:
                     self._outgoing.appendleft((topic, body, retain))  # sent again on reconnect
                     raise
             self._has_outgoing.clear()
+
+
+def _raise_if_cancelled() -> None:
+    """Python 3.11's `asyncio.wait_for`, which aiomqtt uses for every call, returns the result
+    and drops a cancellation that arrives as the call completes (a SIGTERM during the connect
+    handshake): the session would then run on. The task still counts the request."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _tls_context(config: MqttConfig) -> ssl.SSLContext | None:

@@ -55,6 +55,7 @@ class Overview:
     state: State
     devices: DeviceBoard
     broker_connected: Callable[[], bool]
+    broker_error: Callable[[], str | None]
     store_writable: Callable[[], bool]
     version: str
     started_at: datetime
@@ -85,6 +86,7 @@ class Overview:
                 "port": config.mqtt.port,
                 "embedded": config.mqtt.embedded,
                 "connected": self.broker_connected(),
+                "last_error": self.broker_error(),
             },
             "mes": {
                 "url": str(config.mes.url),

@@ -33,7 +33,7 @@ def render(snapshot: dict[str, Any]) -> str:
         _card(
             "Broker",
             "connected" if broker["connected"] else "disconnected",
-            broker_where,
+            broker_where + (f": {broker['last_error']}" if broker.get("last_error") else ""),
             "ok" if broker["connected"] else "bad",
         ),
         _card(

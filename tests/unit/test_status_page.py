@@ -101,3 +101,15 @@ def test_a_long_queue_is_cut_short_and_counted() -> None:
     page = render(snapshot(outbox=outbox))
     assert "<b>1200 pending</b>" in page
     assert "and 1150 more: station-bridge outbox list" in page
+
+
+def test_a_broker_that_cannot_be_reached_shows_why() -> None:
+    broker = {
+        "host": "broker.lan",
+        "port": 8883,
+        "embedded": False,
+        "connected": False,
+        "last_error": "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed",
+    }
+    page = render(snapshot(broker=broker))
+    assert "broker.lan:8883: [SSL: CERTIFICATE_VERIFY_FAILED]" in page
