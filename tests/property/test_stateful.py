@@ -242,6 +242,8 @@ class BridgeMachine(RuleBasedStateMachine):
                 "password": "admin-pass",
                 "rate_limit": 100_000,
             },
+            # Attempts are stepped, so no backoff or settle time is waited for; the timer that
+            # announces a slow first answer would fire at no step's bidding: never.
             outbox={"retry_min_s": 0.001, "retry_max_s": 0.001, "answer_within_s": 1e6},
             stations=[{"id": "1"}, {"id": "2", "auto_convert": True}],
         )
@@ -610,8 +612,9 @@ def _the_known_hole(tracked: Tracked, history: list[dict[str, Any]]) -> bool:
     )
 
 
-# A few dozen runs of up to 30 steps: about 30 s here. `--hypothesis-show-statistics` shows
-# what they did (attempts by outcome, redeliveries, cancelled commits).
+# A few dozen runs of up to 30 steps: about 30 s here (shrinking a failure takes minutes).
+# `pytest --hypothesis-show-statistics` shows what they did (attempts by outcome, redeliveries,
+# cancelled commits).
 RUNS = settings(
     max_examples=40,
     stateful_step_count=30,
@@ -621,6 +624,6 @@ RUNS = settings(
 )
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)  # a failure takes minutes to shrink
 class TestEveryRecordReachesTheMesOnceInOrderWhateverHappens(BridgeMachine.TestCase):  # type: ignore[name-defined,misc]
     settings = RUNS
