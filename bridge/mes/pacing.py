@@ -3,9 +3,95 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
+
+_log = logging.getLogger(__name__)
+
+
+class SendLog:
+    """The pacer's recent sends on disk, so that a process started after a `kill -9` knows what
+    the MES still counts against this IP (an empty window would spend the budget twice).
+
+    One line `<key> <unix time>` is appended when a request goes out and again when its answer
+    is in; the later stamp of a key wins, as in the pacer. Wall-clock time, because a monotonic
+    clock starts afresh with each process. The file is rewritten with only the window's sends
+    when it has grown to a few windows' worth. No fsync: the page cache outlives a killed
+    process, and after a power cut the box takes longer than a window to boot.
+    """
+
+    def __init__(self, path: Path, *, window_s: float, wall: Callable[[], float] = time.time):
+        self._path = path
+        self._window_s = window_s
+        self._wall = wall
+        self._lines = 0
+        self._failed = False
+
+    def recent(self) -> dict[int, float]:
+        """Key -> age in seconds of each send still in the window (unreadable: none)."""
+        try:
+            text = self._path.read_text(encoding="ascii", errors="replace")
+        except FileNotFoundError:
+            return {}
+        except OSError as error:
+            _log.warning(
+                "cannot read the MES send log %s: pacing from empty: %s", self._path, error
+            )
+            return {}
+        stamps: dict[int, float] = {}
+        for line in text.splitlines():
+            key, _, stamp = line.partition(" ")
+            try:
+                number, at = int(key), float(stamp)
+            except ValueError:
+                continue  # a line cut short by the kill
+            stamps[number] = max(stamps.get(number, at), at)
+        now = self._wall()
+        # A stamp from the future (the clock was set back) counts as now: never less.
+        ages = {key: max(now - at, 0.0) for key, at in stamps.items()}
+        return {key: age for key, age in ages.items() if age < self._window_s}
+
+    def note(self, key: int) -> None:
+        self._append(f"{key} {self._wall():.3f}\n")
+
+    def rewrite(self, ages: dict[int, float]) -> None:
+        """Replace the file with these sends (key -> age in seconds)."""
+        now = self._wall()
+        text = "".join(f"{key} {now - age:.3f}\n" for key, age in ages.items())
+        partial = self._path.with_name(self._path.name + ".new")
+        try:
+            if not text:
+                self._path.unlink(missing_ok=True)
+            else:
+                partial.write_text(text, encoding="ascii")
+                os.replace(partial, self._path)
+        except OSError as error:
+            self._warn(error)
+            return
+        self._lines = len(ages)
+
+    @property
+    def lines(self) -> int:
+        return self._lines
+
+    def _append(self, line: str) -> None:
+        try:
+            with self._path.open("a", encoding="ascii") as file:
+                file.write(line)
+        except OSError as error:
+            self._warn(error)
+            return
+        self._lines += 1
+
+    def _warn(self, error: OSError) -> None:
+        # Pacing goes on from memory: a full disk must not stop deliveries.
+        if not self._failed:
+            _log.warning("cannot write the MES send log %s: %s", self._path, error)
+        self._failed = True
 
 
 class Pacer:
@@ -17,32 +103,55 @@ class Pacer:
     later stamp keeps our window from ever ending before the MES's does.
 
     `hold` is how a 429 is waited out: every caller pauses until the MES's `Retry-After` has
-    passed, instead of each one retrying on its own.
+    passed, instead of each one retrying on its own. A 429 means the MES counts more than we
+    do (another process on this IP), so for a window after the hold the requests go out at the
+    configured pace (`window_s / limit` apart) rather than as fast as our own count allows:
+    the MES frees its slots one at a time, and a burst would meet 429s again.
+
+    With a `log`, the sends of an earlier process (one killed mid-run) count as well.
     """
 
     def __init__(
-        self, *, limit: int, window_s: float, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        limit: int,
+        window_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        log: SendLog | None = None,
     ) -> None:
         if limit < 1 or window_s <= 0:
             raise ValueError("a pacer needs limit >= 1 and window_s > 0")
         self._limit = limit
         self._window_s = window_s
         self._clock = clock
-        self._sent: list[list[float]] = []  # one mutable stamp per request in the window
+        self._log = log
         self._hold_until = 0.0
+        self._paced_until = 0.0
         self._lock = asyncio.Lock()  # waiters are served in arrival order
+        # One mutable [stamp, key] per request in the window.
+        self._sent: list[list[float]] = []
+        if log is not None:
+            now = clock()
+            ages = log.recent()
+            self._sent = [[now - age, float(key)] for key, age in sorted(ages.items())]
+            log.rewrite(ages)
+        self._next_key = int(max((entry[1] for entry in self._sent), default=-1)) + 1
 
     def hold(self, seconds: float) -> None:
         self._hold_until = max(self._hold_until, self._clock() + seconds)
+        self._paced_until = self._hold_until + self._window_s
 
     def delay(self) -> float:
         """Seconds until the next request may go out (0 when it may go now)."""
         now = self._clock()
-        self._sent = [stamp for stamp in self._sent if now - stamp[0] < self._window_s]
+        self._sent = [entry for entry in self._sent if now - entry[0] < self._window_s]
         wait = self._hold_until - now
         if len(self._sent) >= self._limit:
-            oldest = min(stamp[0] for stamp in self._sent)
+            oldest = min(entry[0] for entry in self._sent)
             wait = max(wait, oldest + self._window_s - now)
+        if now < self._paced_until and self._sent:
+            latest = max(entry[0] for entry in self._sent)
+            wait = max(wait, latest + self._window_s / self._limit - now)
         return max(wait, 0.0)
 
     @asynccontextmanager
@@ -52,9 +161,21 @@ class Pacer:
             # Waiting for a point in time, not for an event: a sleep is the right tool.
             while (wait := self.delay()) > 0:  # noqa: ASYNC110
                 await asyncio.sleep(wait)
-            stamp = [self._clock()]
-            self._sent.append(stamp)
+            key = self._next_key
+            self._next_key += 1
+            entry = [self._clock(), float(key)]
+            self._sent.append(entry)
+            self._noted(key)
         try:
             yield
         finally:
-            stamp[0] = self._clock()
+            entry[0] = self._clock()
+            self._noted(key)
+
+    def _noted(self, key: int) -> None:
+        if self._log is None:
+            return
+        self._log.note(key)
+        if self._log.lines > 4 * self._limit:
+            now = self._clock()
+            self._log.rewrite({int(entry[1]): now - entry[0] for entry in self._sent})
