@@ -87,7 +87,11 @@ class MesClient:
             verify=client_context(ca_file=config.ca_file),
             event_hooks=event_hooks,  # metrics and the reachability watch see every exchange
         )
-        log = SendLog(send_log, window_s=config.rate_window_s) if send_log else None
+        log = (
+            SendLog(send_log, window_s=config.rate_window_s, unanswered_s=config.timeout_s)
+            if send_log
+            else None
+        )
         self._pacer = Pacer(
             limit=config.rate_limit, window_s=config.rate_window_s, clock=clock, log=log
         )

@@ -144,3 +144,21 @@ def test_an_unreadable_or_unwritable_log_does_not_stop_pacing(tmp_path: Path) ->
     missing_dir = tmp_path / "absent" / "sends.log"
     pacer = Pacer(limit=1, window_s=10, log=SendLog(missing_dir, window_s=10))
     assert pacer.delay() == 0
+
+
+async def test_a_send_killed_before_its_answer_counts_from_its_timeout(tmp_path: Path) -> None:
+    # It may have reached the MES any time before the client would have given up on it.
+    path, wall = tmp_path / "sends.log", FakeWall()
+    before = Pacer(
+        limit=1, window_s=60, clock=FakeClock(), log=SendLog(path, window_s=60, wall=wall)
+    )
+    killed = before.slot()
+    await killed.__aenter__()  # sent; the process dies before the answer
+    wall.now += 1
+    after = Pacer(
+        limit=1,
+        window_s=60,
+        clock=FakeClock(),
+        log=SendLog(path, window_s=60, unanswered_s=10, wall=wall),
+    )
+    assert after.delay() == pytest.approx(60 + 10 - 1)
