@@ -112,6 +112,7 @@ async def run_bridge(
                 await state.load()
                 metrics.watch_state(state)
                 deliveries = Deliveries(config, state, mes=mes, clock=utc_now, faults=faults)
+                watch.follow(lambda: deliveries.offline)
                 lifecycle = Lifecycle(state, deliveries)
                 topics = Topics(mqtt.topic_prefix)
                 gauges = DeviceBoard(
