@@ -105,11 +105,14 @@ async def run_bridge(
             persistent = not config.mqtt.embedded
             await state.broker_connected(session_present=session_present, persistent=persistent)
 
-        async with MesClient(config.mes, event_hooks=hooks, faults=faults) as mes:
+        async with MesClient(
+            config.mes, event_hooks=hooks, faults=faults, send_log=config.mes_send_log
+        ) as mes:
             try:
                 await state.load()
                 metrics.watch_state(state)
                 deliveries = Deliveries(config, state, mes=mes, clock=utc_now, faults=faults)
+                watch.follow(lambda: deliveries.offline)
                 lifecycle = Lifecycle(state, deliveries)
                 topics = Topics(mqtt.topic_prefix)
                 gauges = DeviceBoard(

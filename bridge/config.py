@@ -358,6 +358,11 @@ class BridgeConfig(BaseSettings):
         return self.data_dir / "store"
 
     @property
+    def mes_send_log(self) -> Path:
+        """The MES requests of the last rate window: a restarted bridge paces on from them."""
+        return self.data_dir / "mes-sends.log"
+
+    @property
     def client_id(self) -> str:
         return self.mqtt.client_id or f"station-bridge-{self.bridge_id}"
 

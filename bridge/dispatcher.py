@@ -5,9 +5,10 @@ happens to batches, entries and result topics is the listener's business (`bridg
 that one place changes state and writes it to disk.
 
 The MES is called offline after failures in a row (`Outage`), not after one. While it is, only
-the probe knocks, with a real request (the MES's /health says 200 even with its database down);
-once a probe is answered, the waiting lanes are let go one at a time at the MES's pace
-(`release_every_s`), not all at once. A lane that fails in an unexpected way is restarted.
+the probe knocks, with a real request (the MES's /health says 200 even with its database down),
+brought forward as soon as a /health that failed answers again; once a probe is answered, the
+waiting lanes are let go one at a time at the MES's pace (`release_every_s`), not all at once.
+A lane that fails in an unexpected way is restarted.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .mes import (
     MesClient,
     MesError,
     MesErrorCode,
+    Recorded,
     Serial,
     WipItem,
     WipStatus,
@@ -41,6 +43,8 @@ _log = logging.getLogger(__name__)
 Answer = WipItem | Completion | Serial | None
 
 _OFFLINE_CODES = {MesErrorCode.NETWORK, MesErrorCode.TIMEOUT, MesErrorCode.SERVER}
+# How often /health is asked while the MES does not even answer that (free of its rate limit).
+_KNOCK_EVERY_S = 0.5
 
 
 class MesState(StrEnum):
@@ -99,6 +103,8 @@ class Dispatcher:
         self._unsettled: set[str] = set()
         self._release: asyncio.Task[None] | None = None
         self._offline = asyncio.Event()
+        # Until /health has answered during this outage, it is asked often (`_until_probe_time`).
+        self._health_failing = True
         self.state = MesState.UNKNOWN
 
     @property
@@ -119,7 +125,7 @@ class Dispatcher:
         try:
             while True:
                 await self._offline.wait()
-                await asyncio.sleep(self._probe_interval_s)
+                await self._until_probe_time()
                 if self.state is MesState.OFFLINE:
                     await self._probe()
         finally:
@@ -127,6 +133,26 @@ class Dispatcher:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _until_probe_time(self) -> None:
+        """Wait `probe_interval_s`, or less when the MES comes back from not answering at all.
+
+        While even its /health fails (the MES or the network down), /health is asked every
+        `_KNOCK_EVERY_S`: it costs nothing of the MES's request budget, and its first answer
+        brings the real probe at once, so the first delivery follows within a second of the
+        MES answering. Once /health answers, it proves nothing more (it says 200 with the
+        database down): the real probe keeps its interval."""
+        loop = asyncio.get_running_loop()
+        probe_at = loop.time() + self._probe_interval_s
+        while self._health_failing and (left := probe_at - loop.time()) > 0:
+            await asyncio.sleep(min(_KNOCK_EVERY_S, left))
+            try:
+                await self._mes.health()
+            except MesError:
+                continue
+            self._health_failing = False
+            return
+        await asyncio.sleep(max(probe_at - loop.time(), 0.0))
 
     async def _probe(self) -> None:
         """Knock with a real request: the trace of a waiting WIP needs the database and a token."""
@@ -208,9 +234,12 @@ class Dispatcher:
             return
         entry, request = started, started.request
         answer: Answer = None
+        recorded: Recorded | None = None
         try:
             try:
-                if not (entry.maybe_applied and await self._mes.recorded(request)):
+                if entry.maybe_applied:
+                    recorded = await self._mes.recorded(request)
+                if recorded is None:
                     answer = await self._mes.send(request)
             except (ValueError, TypeError) as error:  # cannot even be encoded: no retry helps
                 raise MesError(MesErrorCode.VALIDATION, detail=f"not sendable: {error}") from error
@@ -231,7 +260,7 @@ class Dispatcher:
             _log.info("%s: the MES already had it (%s)", entry.describe(), error.code)
         self._outage.answered()
         self._set_state(MesState.ONLINE)
-        status = await self._wip_status(request, answer)
+        status = recorded.wip_status if recorded else await self._wip_status(request, answer)
         _log.info("%s delivered%s", entry.describe(), f" (WIP {status})" if status else "")
         await self._listener.delivered(entry, answer, status)
 
@@ -266,7 +295,7 @@ class Dispatcher:
         if isinstance(answer, Completion):
             return answer.wip_status
         if answer is None and isinstance(request, CompleteProcess):
-            try:  # recovered from a lost answer: ask what the WIP's status is now
+            try:  # a resent PASS refused as a duplicate: ask what the WIP's status is now
                 return (await self._mes.scan(request.wip_id)).status
             except MesError as error:
                 _log.warning("%s: status unknown after recovery: %s", request.wip_id, error)
@@ -279,6 +308,7 @@ class Dispatcher:
         recovered = self.offline and state is not MesState.OFFLINE
         self.state = state
         if self.offline:
+            self._health_failing = True
             self._offline.set()
         else:
             self._offline.clear()

@@ -36,7 +36,8 @@ def after_answer(current: MesState, *, path: str, status: int, authenticated: bo
     the state `auth_failed` until a login or an authenticated request succeeds.
     """
     if status >= 500:
-        return MesState.OFFLINE
+        # One 5xx is not an outage: the dispatcher decides that from failures in a row.
+        return current
     if path.endswith(LOGIN_PATH) and status in (401, 403):
         return MesState.AUTH_FAILED
     if current is MesState.AUTH_FAILED:
@@ -78,6 +79,12 @@ class MesWatch:
         self._monotonic = monotonic
         self._last_answer = -float("inf")
         self._logged_in = False
+        self._delivery_offline: Callable[[], bool] = lambda: False
+
+    def follow(self, delivery_offline: Callable[[], bool]) -> None:
+        """While deliveries hold back because the MES is down, only they say it is back: their
+        probe is a real request, and `/health` answers 200 while the MES's database is down."""
+        self._delivery_offline = delivery_offline
 
     async def on_response(self, response: httpx.Response) -> None:
         """The MES client's response hook."""
@@ -139,7 +146,7 @@ class MesWatch:
 
     def _become(self, state: MesState) -> None:
         previous = self._state.mes_state
-        if state is previous:
+        if state is previous or (state is MesState.ONLINE and self._delivery_offline()):
             return
         level = logging.INFO if state is MesState.ONLINE else logging.WARNING
         _log.log(level, "MES %s: %s (was %s)", self._url, state, previous)

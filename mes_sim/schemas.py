@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, TypeVar
 
@@ -112,9 +113,11 @@ _PATH_INT: TypeAdapter[int] = TypeAdapter(Annotated[int, Field(gt=0)])
 
 
 def _errors(error: ValidationError, where: str) -> list[FieldError]:
+    """FastAPI's errors as the deployed MES words them: the field's name without its location
+    (`process_id`, not `query.process_id`); a whole missing body is `body`."""
     return [
         FieldError(
-            field=".".join([where, *(str(part) for part in item["loc"])]),
+            field=".".join(str(part) for part in item["loc"]) or where,
             message=item["msg"],
             code=item["type"],
         )
@@ -126,9 +129,7 @@ def path_int(segment: str, name: str = "wip_id") -> tuple[int | None, list[Field
     try:
         return _PATH_INT.validate_python(segment), []
     except ValidationError as error:
-        return None, [
-            FieldError(f"path.{name}", item["msg"], item["type"]) for item in error.errors()
-        ]
+        return None, [FieldError(name, item["msg"], item["type"]) for item in error.errors()]
 
 
 def query(
@@ -148,7 +149,18 @@ def json_body(
     try:
         return model.model_validate_json(raw, context=dict(context or {})), []
     except ValidationError as error:
-        return None, _errors(error, "body")
+        return None, [_at_offset(found, raw) for found in _errors(error, "body")]
+
+
+def _at_offset(error: FieldError, raw: bytes) -> FieldError:
+    """FastAPI names malformed JSON by the character offset where decoding failed."""
+    if error.code != "json_invalid":
+        return error
+    try:
+        json.loads(raw)
+    except ValueError as decoding:
+        return replace(error, field=str(getattr(decoding, "pos", 0)))
+    return error
 
 
 def form_body(model: type[M], fields: Mapping[str, str]) -> tuple[M | None, list[FieldError]]:

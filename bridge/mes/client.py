@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import time
@@ -27,6 +28,7 @@ from .models import (
     ConvertToSerial,
     MesRequest,
     Process,
+    Recorded,
     Result,
     Serial,
     StartProcess,
@@ -35,7 +37,9 @@ from .models import (
     WipTrace,
     format_utc,
 )
-from .pacing import Pacer
+from .pacing import Pacer, SendLog
+from .recent import RecentMap
+from .rules import start_refusal
 
 _log = logging.getLogger(__name__)
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -45,6 +49,9 @@ _Auth = Literal["user", "scan", "none"]
 # the caller (the outbox schedules it) rather than holding a request open for minutes.
 _MAX_RATE_WAIT_S = 60.0
 _DEFAULT_RATE_WAIT_S = 5.0
+# WIP string -> the MES's id: a miss costs one scan, an entry about 200 bytes. Lanes deliver one
+# WIP's requests back to back, so only the WIPs in delivery right now need to be in it.
+_WIP_IDS_KEPT = 4096
 
 
 def _segment(wip_id: str) -> str:
@@ -67,6 +74,7 @@ class MesClient:
         clock: Callable[[], float] = time.monotonic,
         faults: Faults | None = None,
         event_hooks: Mapping[str, list[Callable[..., Any]]] | None = None,
+        send_log: Path | None = None,
     ) -> None:
         self._config = config
         if faults is not None:
@@ -79,7 +87,14 @@ class MesClient:
             verify=client_context(ca_file=config.ca_file),
             event_hooks=event_hooks,  # metrics and the reachability watch see every exchange
         )
-        self._pacer = Pacer(limit=config.rate_limit, window_s=config.rate_window_s, clock=clock)
+        log = (
+            SendLog(send_log, window_s=config.rate_window_s, unanswered_s=config.timeout_s)
+            if send_log
+            else None
+        )
+        self._pacer = Pacer(
+            limit=config.rate_limit, window_s=config.rate_window_s, clock=clock, log=log
+        )
         self._tokens = TokenSource(
             self._post_json,
             username=config.username,
@@ -89,8 +104,9 @@ class MesClient:
             clock=clock,
         )
         self._api_key = config.api_key.get_secret_value() if config.api_key else None
-        self._wip_pks: dict[str, int] = {}
+        self._wip_pks: RecentMap[str, int] = RecentMap(size=_WIP_IDS_KEPT)
         self._process_pks: dict[int, int] | None = None
+        self._process_lookup: asyncio.Task[dict[int, int]] | None = None
 
     async def __aenter__(self) -> MesClient:
         return self
@@ -127,12 +143,28 @@ class MesClient:
             await self._call("GET", f"/api/v1/wip-items/{_segment(wip_id)}/trace")
 
     async def process_ids(self) -> dict[int, int]:
-        """Process number -> the MES's process id, from the active process list (cached)."""
+        """Process number -> the MES's process id, from the active process list (cached).
+
+        Callers that ask while the list is being fetched share that one request: after a
+        restart every lane asks at once, and each asking on its own spent the MES's budget."""
         if self._process_pks is None:
-            body = await self._call("GET", "/api/v1/processes/active", auth="none")
-            processes = self._parse_list(Process, body)
-            self._process_pks = {p.process_number: p.id for p in processes if p.is_active}
+            if self._process_lookup is None:
+                self._process_lookup = asyncio.create_task(
+                    self._fetch_process_ids(), name="MES process list"
+                )
+            lookup = self._process_lookup
+            try:
+                # Shielded: one caller cancelled must not fail the others' lookup.
+                self._process_pks = await asyncio.shield(lookup)
+            finally:
+                if lookup.done() and self._process_lookup is lookup:
+                    self._process_lookup = None
         return dict(self._process_pks)
+
+    async def _fetch_process_ids(self) -> dict[int, int]:
+        body = await self._call("GET", "/api/v1/processes/active", auth="none")
+        processes = self._parse_list(Process, body)
+        return {p.process_number: p.id for p in processes if p.is_active}
 
     async def scan(self, wip_id: str, *, process: int | None = None) -> WipItem:
         """Look a scanned WIP up (and, with `process`, pre-check that it may start)."""
@@ -141,11 +173,19 @@ class MesClient:
             "POST", f"/api/v1/wip-items/{_segment(wip_id)}/scan", auth="scan", params=params
         )
         wip = self._parse(WipItem, body)
-        self._wip_pks[wip_id] = wip.id
+        self._wip_pks.put(wip_id, wip.id)
         return wip
 
     async def start_process(self, request: StartProcess) -> WipItem:
-        """착공. Repeating a start is harmless on the MES: it overwrites the open start."""
+        """착공, after a scan for that process. Repeating a start is harmless on the MES: it
+        overwrites the open start. A start that can never end in a PASS (the process already
+        passed, the WIP converted) is refused here, with the scan's word for it: the MES would
+        take it and leave it open for ever."""
+        refused = start_refusal(
+            await self.scan(request.wip_id, process=request.process), process=request.process
+        )
+        if refused is not None:
+            raise refused
         body: dict[str, Any] = {
             "process_id": await self._process_pk(request.process),
             "operator_id": request.operator_id,
@@ -174,10 +214,11 @@ class MesClient:
             "result": result.value,
             "measurements": request.measurements,
             "defects": request.defects,
-            "notes": notes,
             "started_at": format_utc(request.started_at),
             "completed_at": format_utc(request.completed_at),
         }
+        if notes:  # the MES stores "" as an empty note, not as none
+            body["notes"] = notes
         pk = await self._wip_pk(request.wip_id)
         answer = await self._call(
             "POST",
@@ -194,10 +235,13 @@ class MesClient:
         if self._config.convert_via == "generate-from-wip":
             return await self._generate_from_wip(request.wip_id)
         pk = await self._wip_pk(request.wip_id)
+        body: dict[str, Any] = {"operator_id": request.operator_id}
+        if request.notes:
+            body["notes"] = request.notes
         answer = await self._call(
             "POST",
             f"/api/v1/wip-items/{pk}/convert-to-serial",
-            json={"operator_id": request.operator_id, "notes": request.notes},
+            json=body,
             wip_id=request.wip_id,
         )
         serial = answer.get("serial") if isinstance(answer, dict) else None
@@ -209,28 +253,30 @@ class MesClient:
         body = await self._call("GET", f"/api/v1/wip-items/{_segment(wip_id)}/trace")
         return self._parse(WipTrace, body)
 
-    async def recorded(self, request: MesRequest) -> bool:
+    async def recorded(self, request: MesRequest) -> Recorded | None:
         """Whether the MES already holds this request, after an attempt whose answer was lost.
 
         A completion is recognised by its own `completed_at`, the same instant in whatever form
         the MES writes it back (`same_instant`): a lost PASS and a lost FAIL are both found, and
         an older FAIL of the same process is not mistaken for it. A start is never reported as
         recorded because repeating one is harmless (the MES overwrites the open start with the
-        same values).
+        same values). When it was recorded, the WIP's status read on the way comes with it.
         """
         if isinstance(request, StartProcess):
-            return False
+            return None
         if isinstance(request, ConvertToSerial):
             wip = await self.scan(request.wip_id)
-            return wip.status is WipStatus.CONVERTED or wip.serial_id is not None
+            found = wip.status is WipStatus.CONVERTED or wip.serial_id is not None
+            return Recorded(wip_status=wip.status) if found else None
         result, _ = self._as_sent(request)
         trace = await self.trace(request.wip_id)
-        return any(
+        found = any(
             entry.process_number == request.process
             and (entry.result or "").upper() == result.value
             and same_instant(request.completed_at, entry.complete_time)
             for entry in trace.process_history
         )
+        return Recorded(wip_status=trace.status) if found else None
 
     async def send(self, request: MesRequest) -> WipItem | Completion | Serial:
         """Deliver any stored request: the path the outbox replays through."""
@@ -248,9 +294,8 @@ class MesClient:
     # -- ids ----------------------------------------------------------------------------------
 
     async def _wip_pk(self, wip_id: str) -> int:
-        if wip_id not in self._wip_pks:
-            await self.scan(wip_id)
-        return self._wip_pks[wip_id]
+        pk = self._wip_pks.get(wip_id)
+        return pk if pk is not None else (await self.scan(wip_id)).id
 
     async def _process_pk(self, number: int) -> int:
         if not self._config.resolve_process_ids:
@@ -328,7 +373,7 @@ class MesClient:
                     waited = True
                     continue
             if error.code is MesErrorCode.WIP_NOT_FOUND and wip_id is not None:
-                self._wip_pks.pop(wip_id, None)  # the MES may have been re-seeded
+                self._wip_pks.forget(wip_id)  # the MES may have been re-seeded
             raise error
 
     async def _auth_headers(self, auth: _Auth) -> tuple[dict[str, str], str | None]:

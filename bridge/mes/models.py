@@ -8,6 +8,7 @@ disagree on wrappers and extras.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -154,6 +155,13 @@ class WipTrace(_Response):
             for entry in self.process_history
             if entry.process_number == process
         ]
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A request the MES turned out to hold already, and the WIP's status read to find it."""
+
+    wip_status: WipStatus
 
 
 class Process(_Response):

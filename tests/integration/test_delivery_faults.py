@@ -212,6 +212,9 @@ async def test_lanes_wait_while_the_database_is_down_even_though_health_says_200
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="bridge.dispatcher")
     config = make_config(sim, tmp_path)
+    # The status's idle check asks /health often: its 200 must not make the MES look back.
+    outbox = config.outbox.model_copy(update={"idle_check_s": 0.1})
+    config = config.model_copy(update={"outbox": outbox})
     first, *waiting = sim.wip_ids[6:9]
 
     def knocked() -> int:  # what the lanes ask; the probe reads a trace
@@ -234,6 +237,9 @@ async def test_lanes_wait_while_the_database_is_down_even_though_health_says_200
             while requests() < probed + 5:  # noqa: ASYNC110 (the simulator offers no event)
                 await asyncio.sleep(0.05)
         assert knocked() == before  # five probes later, no lane has knocked on its own
+        status = tablet.topics.status("1")
+        assert [p["mes"] for t, p in tablet.seen if t == status][-1] == "offline"
+        assert sim.ledger()["requests_by_route"].get("GET /health", 0) > 0, "no idle check"
         sim.set_faults(mode="ok")
         for station in ("1", "2"):
             await tablet.expect(station, R.SYNCED)

@@ -35,6 +35,7 @@ from .harness import (
 pytestmark = pytest.mark.skipif(not mosquitto_running(), reason="Mosquitto is not running")
 
 R = ResultKind
+SCAN = "POST /api/v1/wip-items/{wip_id}/scan"
 
 
 def make_config(sim: MesSimulator, tmp_path: Path, **overrides: Any) -> BridgeConfig:
@@ -148,6 +149,22 @@ async def test_a_lost_answer_is_not_recorded_twice(
     synced = await tablet.expect("1", R.SYNCED)
     assert synced["action"] == "complete" and synced["wip_status"] == status
     assert [row["result"] for row in ledger_rows(sim, wip)] == [result]
+    # The status came with the trace that found it: no scan after it (only the start's).
+    assert sim.ledger()["requests_by_route"][SCAN] == 1
+
+
+async def test_a_start_of_a_process_the_wip_already_passed_is_refused_to_the_tablet(
+    tablet: Tablet, sim: MesSimulator
+) -> None:
+    wip = sim.wip_ids[5]
+    await run_process(tablet, "1", wip, 1)
+    await tablet.expect("1", R.COMPLETED, where=event("SEQUENCE_COMPLETE"))
+    await tablet.send("2", Inbound.START, start(wip, 1))
+    error = await tablet.expect("2", R.ERROR)
+    assert error["error"]["code"] == "DUPLICATE_PASS" and error["wip_id"] == wip
+    assert tablet.results("2", R.STARTED) == []
+    starts = sum(n for r, n in sim.ledger()["requests_by_route"].items() if "start-process" in r)
+    assert starts == 1  # the MES never saw the second start: nothing left open there
 
 
 async def test_a_refused_queued_start_blocks_its_complete(

@@ -338,6 +338,30 @@ async def test_lost_response_then_replay_is_a_duplicate_not_a_second_record(
     assert len(sim.ledger()["history"]) == 1
 
 
+async def test_a_start_of_a_process_already_passed_is_refused_before_it_is_sent(
+    sim: MesSimulator, client: MesClient
+) -> None:
+    # The MES would accept the start and refuse its PASS (BR-004): an open start for ever.
+    wip = sim.wip_ids[0]
+    await run_process(client, wip, 1)
+    await run_process(client, wip, 2, Result.FAIL)  # FAILED: process 1 keeps its PASS
+    error = await raises(C.DUPLICATE_PASS, client.start_process(start(wip, 1)))
+    assert not error.retryable and "already has a PASS for process 1" in error.detail
+    assert await client.start_process(start(wip, 2))  # the rework path stays open
+    starts = sum(n for r, n in sim.ledger()["requests_by_route"].items() if "start-process" in r)
+    assert starts == 3  # process 1, process 2, process 2 again: not the refused one
+
+
+async def test_no_notes_are_left_out_not_sent_as_an_empty_note(
+    sim: MesSimulator, client: MesClient
+) -> None:
+    wip = sim.wip_ids[0]
+    await run_process(client, wip, 1)
+    await client.start_process(start(wip, 2))
+    await client.complete_process(complete(wip, 2, notes="scratch"))
+    assert [row["notes"] for row in sim.ledger()["history"]] == [None, "scratch"]
+
+
 # -- tokens -----------------------------------------------------------------------------------
 
 

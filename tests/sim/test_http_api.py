@@ -279,19 +279,20 @@ def test_409_conf_002(sim: MesSimulator, mes: Mes) -> None:
 
 
 def test_422_validation(sim: MesSimulator, mes: Mes) -> None:
+    # Fields are named without their location, as the deployed MES says them (contract §4).
     def fields(answer: httpx.Response) -> dict[str, str]:
         body = error(answer, 422, "VAL_001", "Request validation failed")
         assert all(set(d) == {"field", "message", "code"} for d in body["details"])
         return {d["field"]: d["code"] for d in body["details"]}
 
     post = mes.http.post
-    assert fields(mes.start("WIP-KR01PSA261102-001", 1)) == {"path.wip_id": "int_parsing"}
+    assert fields(mes.start("WIP-KR01PSA261102-001", 1)) == {"wip_id": "int_parsing"}
     assert fields(mes.start(101, 7, operator_id=0)) == {
-        "body.process_id": "less_than_equal",
-        "body.operator_id": "greater_than",
+        "process_id": "less_than_equal",
+        "operator_id": "greater_than",
     }
     assert fields(mes.start(101, 1, started_at="yesterday")) == {
-        "body.started_at": "datetime_from_date_parsing"
+        "started_at": "datetime_from_date_parsing"
     }
     # process_id and operator_id only in the body: the deployed MES wants them in the query
     only_body = post(
@@ -299,11 +300,11 @@ def test_422_validation(sim: MesSimulator, mes: Mes) -> None:
         headers=mes.auth,
         json={"result": "PASS", "process_id": 1, "operator_id": 2},
     )
-    assert fields(only_body) == {"query.process_id": "missing", "query.operator_id": "missing"}
-    assert fields(mes.complete(101, 1, "MAYBE")) == {"body.result": "string_pattern_mismatch"}
-    assert fields(mes.complete(101, 1, notes="x" * 5001)) == {"body.notes": "string_too_long"}
-    assert fields(mes.complete(101, 1, measurements=[1])) == {"body.measurements": "dict_type"}
-    assert fields(mes.complete(101, 1, operator_id=0)) == {"query.operator_id": "greater_than"}
+    assert fields(only_body) == {"process_id": "missing", "operator_id": "missing"}
+    assert fields(mes.complete(101, 1, "MAYBE")) == {"result": "string_pattern_mismatch"}
+    assert fields(mes.complete(101, 1, notes="x" * 5001)) == {"notes": "string_too_long"}
+    assert fields(mes.complete(101, 1, measurements=[1])) == {"measurements": "dict_type"}
+    assert fields(mes.complete(101, 1, operator_id=0)) == {"operator_id": "greater_than"}
     no_body = post(
         "/api/v1/wip-items/101/complete-process?process_id=1&operator_id=2", headers=mes.auth
     )
@@ -311,10 +312,10 @@ def test_422_validation(sim: MesSimulator, mes: Mes) -> None:
     broken_json = post(
         "/api/v1/wip-items/101/convert-to-serial", headers=mes.auth, content=b"{nope"
     )
-    assert fields(broken_json) == {"body": "json_invalid"}
-    assert fields(mes.http.post("/api/v1/serials/generate-from-wip")) == {"query.wip_id": "missing"}
+    assert fields(broken_json) == {"1": "json_invalid"}  # the offset where decoding failed
+    assert fields(mes.http.post("/api/v1/serials/generate-from-wip")) == {"wip_id": "missing"}
     assert fields(mes.generate(sim.wip_ids[0], print_label="perhaps")) == {
-        "query.print_label": "bool_parsing"
+        "print_label": "bool_parsing"
     }
     assert sim.ledger()["history"] == [] and sim.ledger()["starts"] == []
 

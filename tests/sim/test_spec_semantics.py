@@ -96,7 +96,7 @@ def test_auth_validation_and_limits_in_the_spec_format(spec: Mes) -> None:
     body = refused(spec.start(101, 0), 422, "VALIDATION_ERROR")
     assert body["details"] == [
         {
-            "field": "body.process_id",
+            "field": "process_id",
             "message": "Input should be greater than or equal to 1",
             "code": "greater_than_equal",
         }

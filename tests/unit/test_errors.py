@@ -112,7 +112,7 @@ CASES: list[tuple[str, int, Any, MesErrorCode]] = [
         deployed(
             "VAL_001",
             "Request validation failed",
-            details=[{"field": "query.process_id", "message": "Field required", "code": "missing"}],
+            details=[{"field": "process_id", "message": "Field required", "code": "missing"}],
         ),
         C.VALIDATION,
     ),

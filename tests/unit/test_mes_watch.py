@@ -23,8 +23,10 @@ START = "/api/v1/wip-items/12/start-process"
     [
         (UNKNOWN, HEALTH_PATH, 200, False, ONLINE),
         (OFFLINE, HEALTH_PATH, 200, False, ONLINE),
-        (ONLINE, HEALTH_PATH, 503, False, OFFLINE),
-        (ONLINE, START, 500, True, OFFLINE),
+        # One 5xx is not an outage (the dispatcher judges that from failures in a row).
+        (ONLINE, HEALTH_PATH, 503, False, ONLINE),
+        (ONLINE, START, 500, True, ONLINE),
+        (OFFLINE, START, 502, True, OFFLINE),
         (UNKNOWN, LOGIN_PATH, 401, False, AUTH),
         (ONLINE, LOGIN_PATH, 403, False, AUTH),
         # Reachable is not the same as logged in: a wrong password stays in the status.
