@@ -271,25 +271,28 @@ class BridgeMachine(RuleBasedStateMachine):
         self.published.append((topic, payload))
 
     async def _seed_the_mes(self) -> None:
-        wip = self.wips[SEEDED]
+        for process in range(1, 6):
+            await self.passed_elsewhere(self.wips[SEEDED], process)
+
+    async def passed_elsewhere(self, wip: str, process: int) -> None:
+        """A PASS the MES records from someone else (the seed, an operator in its web UI)."""
         async with MesClient(self.config.mes, transport=self.mes) as mes:
-            for process in range(1, 6):
-                at = self.clock()
-                await mes.send(
-                    StartProcess(wip_id=wip, process=process, operator_id=OPERATOR, started_at=at)
+            at = self.clock()
+            start = StartProcess(wip_id=wip, process=process, operator_id=OPERATOR, started_at=at)
+            await mes.send(start)
+            await mes.send(
+                CompleteProcess(
+                    wip_id=wip,
+                    process=process,
+                    operator_id=OPERATOR,
+                    result=Result.PASS,
+                    started_at=at,
+                    completed_at=self.clock(),
+                    notes="seed",
                 )
-                await mes.send(
-                    CompleteProcess(
-                        wip_id=wip,
-                        process=process,
-                        operator_id=OPERATOR,
-                        result=Result.PASS,
-                        started_at=at,
-                        completed_at=self.clock(),
-                        notes="seed",
-                    )
-                )
-        self.mes.applied.clear()
+            )
+        applied = self.mes.applied
+        applied[:] = [a for a in applied if a.seq is not None]
 
     async def _boot(self) -> None:
         """Start a bridge over what the store holds, as a restart does."""
@@ -605,7 +608,8 @@ def _the_known_hole(tracked: Tracked, history: list[dict[str, Any]]) -> bool:
     """A PASS whose first attempt had an unknown outcome, that the trace says the MES does not
     hold, and that the MES then refuses as a duplicate (an older PASS of the same process), is
     reported delivered: the dispatcher's `was_delivered_before` overrides the trace. Its record
-    is lost. Pinned by `test_found.py`, which fails once it is fixed: then delete this."""
+    is lost. Pinned by `test_found.py` (xfail until it is fixed: then delete this). Since the
+    client scans before a start, this needs a PASS the MES got from elsewhere meanwhile."""
     return tracked.passed is not None and any(
         (row["wip_id"], row["process_number"], row["result"]) == (*tracked.passed, "PASS")
         for row in history
