@@ -6,8 +6,10 @@
 - An unknown outcome the MES may still be working on (a timeout, a lost answer, a proxy's
   502/504) is not checked before `settle_s`: a trace read earlier could miss a request that the
   MES records a moment later, and the resend would be a second record.
-- A resend after an attempt with an unknown outcome that the MES refuses as a repeat — a
-  duplicate PASS, an already converted WIP — was delivered the first time.
+- After an unknown outcome the next attempt asks the MES (`MesClient.recorded`) whether it holds
+  the request; only when it does not is the request sent again, so a refusal then (a duplicate
+  PASS, an already converted WIP) is the MES's answer to this request, not proof of an earlier
+  delivery.
 - The MES is offline on evidence, not on one failure: `Outage` counts failures in a row across
   every lane (a single reset connection at 5 % lost answers is not an outage).
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from .mes import CompleteProcess, ConvertToSerial, MesError, MesErrorCode, Result
+from .mes import MesError
 from .outbox import Entry
 
 
@@ -42,18 +44,6 @@ class Retry:
 @dataclass(frozen=True)
 class GiveUp:
     error: MesError
-
-
-def was_delivered_before(entry: Entry, error: MesError) -> bool:
-    """A refusal that proves an earlier, unanswered attempt of this entry got through."""
-    if not entry.maybe_applied:
-        return False
-    request = entry.request
-    if isinstance(request, CompleteProcess):
-        return error.code is MesErrorCode.DUPLICATE_PASS and request.result is Result.PASS
-    if isinstance(request, ConvertToSerial):
-        return error.code is MesErrorCode.ALREADY_CONVERTED
-    return False
 
 
 def after_failure(

@@ -22,7 +22,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
-from .delivery import GiveUp, Outage, RetryPolicy, after_failure, was_delivered_before
+from .delivery import GiveUp, Outage, RetryPolicy, after_failure
 from .faults import FaultPoint, Faults
 from .mes import (
     CompleteProcess,
@@ -254,10 +254,10 @@ class Dispatcher:
                     unsettled=True,
                 ) from error
         except MesError as error:
-            if not was_delivered_before(entry, error):
-                await self._failed(entry, error)
-                return
-            _log.info("%s: the MES already had it (%s)", entry.describe(), error.code)
+            # After an unknown outcome `recorded()` was asked first and said no: a refusal now
+            # (a duplicate PASS, an already converted WIP) is the MES's answer to this request.
+            await self._failed(entry, error)
+            return
         self._outage.answered()
         self._set_state(MesState.ONLINE)
         status = recorded.wip_status if recorded else await self._wip_status(request, answer)

@@ -36,11 +36,6 @@ def test_a_second_pass_the_mes_refuses_is_a_dead_letter(machine: BridgeMachine) 
     machine.the_mes_holds_each_record_once_in_order_and_none_is_lost()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dispatcher: after a lost answer, a DUPLICATE_PASS counts as delivered "
-    "(delivery.was_delivered_before) even when recorded() has just found no such record",
-)
 def test_a_second_pass_refused_after_a_lost_answer_is_still_a_dead_letter(
     machine: BridgeMachine,
 ) -> None:

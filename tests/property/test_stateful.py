@@ -597,23 +597,9 @@ class BridgeMachine(RuleBasedStateMachine):
                 assert not reached, f"{tracked} is dead-lettered, but the MES holds it"
             elif tracked.fate == "delivered":
                 assert entry is None
-                assert reached or _the_known_hole(tracked, history), (
-                    f"{tracked} delivered, not recorded"
-                )
+                assert reached, f"{tracked} delivered, not recorded"
             else:
                 assert entry is None and not reached, tracked
-
-
-def _the_known_hole(tracked: Tracked, history: list[dict[str, Any]]) -> bool:
-    """A PASS whose first attempt had an unknown outcome, that the trace says the MES does not
-    hold, and that the MES then refuses as a duplicate (an older PASS of the same process), is
-    reported delivered: the dispatcher's `was_delivered_before` overrides the trace. Its record
-    is lost. Pinned by `test_found.py` (xfail until it is fixed: then delete this). Since the
-    client scans before a start, this needs a PASS the MES got from elsewhere meanwhile."""
-    return tracked.passed is not None and any(
-        (row["wip_id"], row["process_number"], row["result"]) == (*tracked.passed, "PASS")
-        for row in history
-    )
 
 
 # A few dozen runs of up to 30 steps: about 30 s here (shrinking a failure takes minutes).

@@ -12,7 +12,6 @@ from bridge.delivery import (
     Retry,
     RetryPolicy,
     after_failure,
-    was_delivered_before,
 )
 from bridge.mes.errors import MesError, MesErrorCode
 from bridge.mes.models import (
@@ -186,51 +185,6 @@ def test_permanent_failure_gives_up_with_the_error(code: MesErrorCode) -> None:
     decision = after_failure(entry(), error, policy=POLICY, now=T0, jitter=0.5, settle_s=75)
     assert decision == GiveUp(error)
     assert isinstance(decision, GiveUp) and decision.error is error
-
-
-# -- was_delivered_before ------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("request_", "maybe_applied", "code", "delivered"),
-    [
-        (PASS, True, MesErrorCode.DUPLICATE_PASS, True),
-        (PASS, False, MesErrorCode.DUPLICATE_PASS, False),
-        (FAIL, True, MesErrorCode.DUPLICATE_PASS, False),
-        (REWORK, True, MesErrorCode.DUPLICATE_PASS, False),
-        (PASS, True, MesErrorCode.ALREADY_CONVERTED, False),
-        (PASS, True, MesErrorCode.CONFLICT, False),
-        (CONVERT, True, MesErrorCode.ALREADY_CONVERTED, True),
-        (CONVERT, False, MesErrorCode.ALREADY_CONVERTED, False),
-        (CONVERT, True, MesErrorCode.DUPLICATE_PASS, False),
-        (CONVERT, True, MesErrorCode.INVALID_WIP_STATUS, False),
-        (START, True, MesErrorCode.DUPLICATE_PASS, False),
-        (START, True, MesErrorCode.ALREADY_CONVERTED, False),
-        (START, True, MesErrorCode.INVALID_WIP_STATUS, False),
-        (START, False, MesErrorCode.CONFLICT, False),
-    ],
-    ids=[
-        "pass-duplicate-after-unknown-outcome",
-        "pass-duplicate-on-first-clean-attempt",
-        "fail-complete-never",
-        "rework-complete-never",
-        "pass-wrong-code",
-        "pass-conflict",
-        "convert-already-converted-after-unknown-outcome",
-        "convert-already-converted-on-clean-attempt",
-        "convert-wrong-code",
-        "convert-status",
-        "start-duplicate-pass",
-        "start-already-converted",
-        "start-status",
-        "start-clean",
-    ],
-)
-def test_was_delivered_before(
-    request_: MesRequest, maybe_applied: bool, code: MesErrorCode, delivered: bool
-) -> None:
-    error = MesError(code, status=400)
-    assert was_delivered_before(entry(request_, maybe_applied=maybe_applied), error) is delivered
 
 
 # -- an unknown outcome waits until the MES cannot still be working on it ------------------------
