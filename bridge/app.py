@@ -67,7 +67,13 @@ async def run_bridge(
     store = Store(config.store_dir)
     faults = faults or Faults.from_env()
     async with _broker(config.mqtt) as mqtt, MesClient(config.mes) as mes:
-        link = MqttLink(mqtt, client_id=config.client_id, bridge_id=config.bridge_id, faults=faults)
+        link = MqttLink(
+            mqtt,
+            client_id=config.client_id,
+            bridge_id=config.bridge_id,
+            station_ids=[station.id for station in config.stations],
+            faults=faults,
+        )
         state = State(config, store=store, publish=link.publish, clock=utc_now, faults=faults)
 
         async def connected(session_present: bool) -> None:

@@ -14,6 +14,8 @@
   wait for their PUBACK together), outcomes before statuses, and a status replaces an older one
   of its station still waiting. While the broker is away they wait, and past `_QUEUE_LIMIT` the
   oldest outcome is dropped, counted and logged; while it is connected none is dropped.
+- Only the configured stations' topics are subscribed, so that several bridges can share one
+  broker, each with its own stations.
 - TCP_NODELAY on the socket: an outcome is one small packet, and Nagle's algorithm would hold it
   until the previous one is acknowledged (paho does not set it).
 """
@@ -59,6 +61,7 @@ class MqttLink:
         *,
         client_id: str,
         bridge_id: str,
+        station_ids: Sequence[str],
         faults: Faults | None = None,
     ) -> None:
         self._config = config
@@ -66,6 +69,7 @@ class MqttLink:
         self._tls = _tls_context(config)
         self._topics = Topics(config.topic_prefix)
         self._availability = self._topics.availability(bridge_id)
+        self._station_ids = list(station_ids)
         self._faults = faults or Faults()
         self._outgoing = Outgoing(limit=_QUEUE_LIMIT)
         self._has_outgoing = asyncio.Event()
@@ -134,8 +138,10 @@ class MqttLink:
         client._client.manual_ack_set(True)
         client.pending_calls_threshold = _IN_FLIGHT + 10  # aiomqtt warns past it
         async with client:
-            for topic in self._topics.subscriptions():
-                await client.subscribe(topic, qos=1)
+            # A persistent session keeps what an older version subscribed: all stations.
+            await client.unsubscribe(self._topics.wildcard_subscriptions())
+            topics = self._topics.subscriptions(self._station_ids)
+            await client.subscribe([(topic, 1) for topic in topics])
             try:
                 await client.publish(self._availability, b"online", qos=1, retain=True)
                 _log.info(

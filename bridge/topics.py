@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -49,7 +50,13 @@ class Topics:
     def _full(self, path: str) -> str:
         return f"{self.prefix}/{path}" if self.prefix else path
 
-    def subscriptions(self) -> list[str]:
+    def subscriptions(self, station_ids: Iterable[str]) -> list[str]:
+        """What a bridge serving these stations subscribes to: their topics only, so that
+        other bridges' stations on the same broker are none of its business."""
+        return [self.inbound(sid, kind) for sid in station_ids for kind in Inbound]
+
+    def wildcard_subscriptions(self) -> list[str]:
+        """Every station's topics, as bridges before per-station subscriptions subscribed."""
         return [self._full(f"station/+/{kind.value}") for kind in Inbound]
 
     def parse(self, topic: str) -> tuple[str, Inbound] | None:

@@ -209,19 +209,13 @@ async def test_requests_of_one_wip_keep_their_order_while_wips_run_in_parallel(
         ("1", Inbound.MEASUREMENT, b'{"name": "x", "value": 1}', "NO_ACTIVE_BATCH"),
         ("1", Inbound.COMPLETE, b'{"result": "MAYBE"}', "INVALID_PAYLOAD"),
         (
-            "99",
-            Inbound.START,
-            b'{"wip_id": "W", "process_id": 1, "operator_id": 2}',
-            "UNKNOWN_STATION",
-        ),
-        (
             "1",
             Inbound.MEASUREMENT,
             b'{"name": "x", "value": "' + b"x" * 70000 + b'"}',
             "MESSAGE_TOO_LARGE",
         ),
     ],
-    ids=["json", "type", "extra-field", "array", "no-batch", "result", "station", "size"],
+    ids=["json", "type", "extra-field", "array", "no-batch", "result", "size"],
 )
 async def test_bad_input_gets_an_error_outcome_and_the_bridge_keeps_running(
     tablet: Tablet, sim: MesSimulator, station: str, kind: Inbound, body: bytes, code: str

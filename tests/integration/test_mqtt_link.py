@@ -39,7 +39,7 @@ def prefix() -> str:
 async def link(prefix: str) -> AsyncIterator[MqttLink]:
     host, port = MOSQUITTO
     config = MqttConfig(host=host, port=port, topic_prefix=prefix)
-    link = MqttLink(config, client_id=f"link-{prefix}", bridge_id=prefix)
+    link = MqttLink(config, client_id=f"link-{prefix}", bridge_id=prefix, station_ids=["1"])
     running = asyncio.create_task(link.run(ignore, on_connect=nothing))
     async with asyncio.timeout(10):
         await link.connected.wait()

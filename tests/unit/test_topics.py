@@ -129,8 +129,20 @@ def test_parse_refuses_other_topics(prefix: str, topic: str) -> None:
     ],
     ids=["bare", "prefixed"],
 )
-def test_subscriptions_cover_every_inbound_kind(prefix: str, expected: list[str]) -> None:
-    assert Topics(prefix).subscriptions() == expected
+def test_wildcard_subscriptions_cover_every_inbound_kind(prefix: str, expected: list[str]) -> None:
+    assert Topics(prefix).wildcard_subscriptions() == expected
+
+
+@pytest.mark.parametrize("prefix", ["", PREFIX], ids=["bare", "prefixed"])
+def test_subscriptions_name_the_configured_stations_only(prefix: str) -> None:
+    topics = Topics(prefix)
+    subscribed = topics.subscriptions(["1", "s-9"])
+    assert len(subscribed) == 2 * len(Inbound)
+    assert all("+" not in topic and "#" not in topic for topic in subscribed)
+    for kind in Inbound:
+        assert topics.inbound("1", kind) in subscribed
+        assert topics.inbound("s-9", kind) in subscribed
+    assert {topics.parse(topic)[0] for topic in subscribed if topics.parse(topic)} == {"1", "s-9"}
 
 
 @pytest.mark.parametrize("prefix", ["", PREFIX], ids=["bare", "prefixed"])
