@@ -8,6 +8,8 @@ for each other.
 
 from __future__ import annotations
 
+import bisect
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -121,10 +123,23 @@ class Change:
 
 
 class Outbox:
-    """Pending and dead-lettered entries, in order."""
+    """Pending and dead-lettered entries, in order.
+
+    Indexed so that what the bridge asks on every message, delivery report and status (a WIP's
+    head, a station's counts, a batch's entries) costs O(1) or O(log n) however many wait:
+    per-WIP lanes of pending seqs in order, per-station counters, pending seqs per batch. Only
+    the listings (`__iter__`, `pending`, `dead`: the admin commands) sort everything.
+    """
 
     def __init__(self, entries: Iterable[Entry] = (), *, next_seq: int = 1) -> None:
-        self._entries = {entry.seq: entry for entry in entries}
+        self._entries: dict[int, Entry] = {}
+        self._lanes: dict[str, list[int]] = {}  # WIP -> its pending seqs, ascending
+        self._by_batch: dict[str, set[int]] = {}  # batch_uid -> its pending seqs
+        self._pending: Counter[str] = Counter()  # station -> pending entries
+        self._dead: Counter[str] = Counter()  # station -> dead letters
+        self._dead_seqs: set[int] = set()
+        for entry in entries:
+            self.put(entry.seq, entry)
         self._next_seq = max(next_seq, max(self._entries, default=0) + 1)
 
     def new_seq(self) -> int:
@@ -139,17 +154,52 @@ class Outbox:
 
     def apply(self, change: Change) -> None:
         for entry in change.dropped_entries:
-            self._entries.pop(entry.seq, None)
+            self.put(entry.seq, None)
         for entry in change.entries:
-            self._entries[entry.seq] = entry
+            self.put(entry.seq, entry)
 
     def put(self, seq: int, entry: Entry | None) -> None:
         """Set (or, with None, remove) one entry as it was: undoing a change that did not reach
         the disk."""
-        if entry is None:
-            self._entries.pop(seq, None)
-        else:
+        old = self._entries.pop(seq, None)
+        if old is not None:
+            self._unindex(old)
+        if entry is not None:
             self._entries[seq] = entry
+            self._index(entry)
+
+    def _index(self, entry: Entry) -> None:
+        if entry.dead:
+            self._dead[entry.station_id] += 1
+            self._dead_seqs.add(entry.seq)
+            return
+        self._pending[entry.station_id] += 1
+        lane = self._lanes.setdefault(entry.wip_id, [])
+        if not lane or lane[-1] < entry.seq:
+            lane.append(entry.seq)  # the usual case: a new entry goes last
+        else:
+            bisect.insort(lane, entry.seq)
+        if entry.batch_uid is not None:
+            self._by_batch.setdefault(entry.batch_uid, set()).add(entry.seq)
+
+    def _unindex(self, entry: Entry) -> None:
+        if entry.dead:
+            _decrement(self._dead, entry.station_id)
+            self._dead_seqs.discard(entry.seq)
+            return
+        _decrement(self._pending, entry.station_id)
+        lane = self._lanes[entry.wip_id]
+        if lane[0] == entry.seq:
+            del lane[0]  # the usual case: the head was delivered (lanes are short)
+        else:
+            del lane[bisect.bisect_left(lane, entry.seq)]
+        if not lane:
+            del self._lanes[entry.wip_id]
+        if entry.batch_uid is not None:
+            seqs = self._by_batch[entry.batch_uid]
+            seqs.discard(entry.seq)
+            if not seqs:
+                del self._by_batch[entry.batch_uid]
 
     def __iter__(self) -> Iterator[Entry]:
         return iter(sorted(self._entries.values(), key=lambda entry: entry.seq))
@@ -161,21 +211,29 @@ class Outbox:
         return [entry for entry in self if not entry.dead]
 
     def dead(self) -> list[Entry]:
-        return [entry for entry in self if entry.dead]
+        return [self._entries[seq] for seq in sorted(self._dead_seqs)]
 
     def pending_count(self, station_id: str | None = None) -> int:
-        return sum(
-            1
-            for entry in self._entries.values()
-            if not entry.dead and (station_id is None or entry.station_id == station_id)
-        )
+        if station_id is None:
+            return len(self._entries) - len(self._dead_seqs)
+        return self._pending[station_id]
+
+    def dead_count(self, station_id: str | None = None) -> int:
+        if station_id is None:
+            return len(self._dead_seqs)
+        return self._dead[station_id]
 
     def head(self, wip_id: str) -> Entry | None:
         """The next entry of this WIP to deliver: nothing after it may go before it does."""
-        return next((e for e in self if not e.dead and e.wip_id == wip_id), None)
+        lane = self._lanes.get(wip_id)
+        return self._entries[lane[0]] if lane else None
+
+    def lane(self, wip_id: str) -> list[Entry]:
+        """This WIP's pending entries, in the order they go out."""
+        return [self._entries[seq] for seq in self._lanes.get(wip_id, ())]
 
     def waiting_wips(self) -> set[str]:
-        return {entry.wip_id for entry in self._entries.values() if not entry.dead}
+        return set(self._lanes)
 
     def stalled(self, wip_id: str) -> bool:
         """Whether this WIP's queue already failed an attempt (so a new entry waits behind it)."""
@@ -184,21 +242,22 @@ class Outbox:
 
     def same_batch_after(self, entry: Entry) -> list[Entry]:
         """Later pending entries of the same batch: they depend on this one."""
-        if entry.batch_uid is None:
-            return []
-        return [
-            other
-            for other in self
-            if not other.dead and other.seq > entry.seq and other.batch_uid == entry.batch_uid
-        ]
+        return [other for other in self._batch(entry.batch_uid) if other.seq > entry.seq]
 
     def unattempted(self, batch_uid: str) -> list[Entry]:
         """Pending entries of this batch that were never tried: the MES knows nothing of them."""
-        return [
-            entry
-            for entry in self
-            if not entry.dead and entry.batch_uid == batch_uid and entry.attempts == 0
-        ]
+        return [entry for entry in self._batch(batch_uid) if entry.attempts == 0]
+
+    def _batch(self, batch_uid: str | None) -> list[Entry]:
+        if batch_uid is None:
+            return []
+        return [self._entries[seq] for seq in sorted(self._by_batch.get(batch_uid, ()))]
+
+
+def _decrement(counter: Counter[str], key: str) -> None:
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]
 
 
 NEXT_SEQ_KEY = "meta/next_seq"

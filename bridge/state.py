@@ -153,7 +153,7 @@ class State:
             "loaded %d active batch(es), %d pending and %d dead-lettered request(s)",
             len(self.batches),
             self.outbox.pending_count(),
-            len(self.outbox.dead()),
+            self.outbox.dead_count(),
         )
         for batch in self.batches.values():
             if self.config.station(batch.station_id) is None:
@@ -258,7 +258,6 @@ class State:
 
     def status(self, station_id: str) -> dict[str, Any]:
         active = [b.summary() for b in self.batches.values() if b.station_id == station_id]
-        dead = sum(1 for entry in self.outbox.dead() if entry.station_id == station_id)
         return {
             "station_id": station_id,
             "bridge_id": self.config.bridge_id,
@@ -267,7 +266,7 @@ class State:
             "outbox": {
                 "pending": self.outbox.pending_count(station_id),
                 "pending_total": self.outbox.pending_count(),
-                "dead_letters": dead,
+                "dead_letters": self.outbox.dead_count(station_id),
             },
             "mes": self.mes_state,
             "broker_session": self.broker_session,
