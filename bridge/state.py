@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
@@ -149,6 +150,11 @@ class State:
         rows = await self.store.open(skip=(redelivery.PREFIX,))
         self.batches, self.outbox = load_state(rows)
         self._broker_seen = _BROKER_SESSION_KEY in rows
+        del rows
+        # What was loaded lives as long as the bridge: keep it out of the cyclic GC's full
+        # passes, which would otherwise walk all of it (a long outage's outbox) every time.
+        gc.collect()
+        gc.freeze()
         _log.info(
             "loaded %d active batch(es), %d pending and %d dead-lettered request(s)",
             len(self.batches),
