@@ -73,6 +73,7 @@ class Load:
                 self.topics.inbound(station, Inbound.COMPLETE), json.dumps(complete), 1
             )
             self.sent += 1
+            self.drained.clear()  # until a status says this one is through too
             await asyncio.sleep(max(0.0, every_s - (time.monotonic() - began)))
 
     async def read(self, client: aiomqtt.Client) -> None:
