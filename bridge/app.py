@@ -8,6 +8,11 @@ serial gauges ─► GaugeReader ─► GaugeEvents ─► Lifecycle.measured (a
                    Dispatcher, one lane per WIP ─► MesClient ─► MES
                                                          ▼
                    Deliveries ─► State ─► result topics and status (MqttLink.publish)
+
+Around it: MesWatch keeps the status's MES state true while idle; BridgeMetrics counts at the
+edges (handler, publish, MES client hooks, store, gauges); the HTTP endpoint (`http.listen`)
+serves health, metrics and the status page; LiveAdmin takes `outbox retry|drop` and `batch end`
+over a Unix socket in data_dir.
 """
 
 from __future__ import annotations
@@ -21,17 +26,23 @@ from datetime import UTC, datetime
 
 from devices import GaugeReader
 
+from . import http_endpoint, live_admin
 from .broker import EmbeddedBroker, EmbeddedBrokerError, is_loopback
 from .config import BridgeConfig, MqttConfig
 from .deliveries import Deliveries
 from .faults import Faults
 from .gauges import GaugeEvents
 from .lifecycle import Lifecycle
+from .live_admin import LiveAdmin
 from .mes import MesClient
+from .mes_watch import MesWatch
+from .metrics import BridgeMetrics, MeteredStore
 from .mqtt import MqttLink
+from .overview import DeviceBoard, Overview
 from .state import State
-from .store import Store, StoreError
+from .store import StoreError
 from .topics import Topics
+from .version import bridge_version
 
 _log = logging.getLogger(__name__)
 
@@ -64,9 +75,11 @@ async def run_bridge(
 ) -> None:
     """Run until cancelled (SIGTERM and SIGINT cancel it in `main`). `faults`: seams a test
     armed; by default those of `STATION_BRIDGE_FAULTS` (none, unless a test set it)."""
-    store = Store(config.store_dir)
+    _log_setup(config)
     faults = faults or Faults.from_env()
-    async with _broker(config.mqtt) as mqtt, MesClient(config.mes) as mes:
+    metrics = BridgeMetrics()
+    store = MeteredStore(config.store_dir, metrics=metrics)
+    async with _broker(config.mqtt) as mqtt:
         link = MqttLink(
             mqtt,
             client_id=config.client_id,
@@ -74,32 +87,97 @@ async def run_bridge(
             station_ids=[station.id for station in config.stations],
             faults=faults,
         )
-        state = State(config, store=store, publish=link.publish, clock=utc_now, faults=faults)
+        publish = metrics.counting_publish(link.publish)
+        state = State(config, store=store, publish=publish, clock=utc_now, faults=faults)
+        watch = MesWatch(
+            state,
+            url=str(config.mes.url),
+            username=config.mes.username,
+            idle_check_s=config.outbox.idle_check_s,
+            clock=utc_now,
+        )
+        hooks = metrics.mes_hooks()
+        hooks["response"].append(watch.on_response)
 
         async def connected(session_present: bool) -> None:
             # An embedded broker starts empty with the bridge: no session to lose.
             persistent = not config.mqtt.embedded
             await state.broker_connected(session_present=session_present, persistent=persistent)
 
-        try:
-            await state.load()
-            deliveries = Deliveries(config, state, mes=mes, clock=utc_now)
-            lifecycle = Lifecycle(state, deliveries)
-            gauges = GaugeEvents(lifecycle, topics=Topics(mqtt.topic_prefix), publish=link.publish)
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(
-                    link.run(lifecycle.handle, on_connect=connected),
-                    name="mqtt",
+        async with MesClient(config.mes, event_hooks=hooks, faults=faults) as mes:
+            try:
+                await state.load()
+                metrics.watch_state(state)
+                deliveries = Deliveries(config, state, mes=mes, clock=utc_now, faults=faults)
+                lifecycle = Lifecycle(state, deliveries)
+                topics = Topics(mqtt.topic_prefix)
+                gauges = DeviceBoard(
+                    GaugeEvents(lifecycle, topics=topics, publish=publish), metrics=metrics
                 )
-                tasks.create_task(deliveries.dispatcher.run(), name="dispatcher")
-                for device in config.devices:
-                    reader = GaugeReader(device, gauges, clock=utc_now)
-                    tasks.create_task(reader.run(), name=f"gauge {device.name}")
-                if ready is not None:
-                    await link.connected.wait()
-                    ready.set()
-        finally:
-            await store.close()
+                overview = Overview(
+                    state=state,
+                    devices=gauges,
+                    broker_connected=link.connected.is_set,
+                    store_writable=lambda: not store.last_commit_failed,
+                    version=bridge_version(),
+                    started_at=utc_now(),
+                )
+                admin = LiveAdmin(state, wake=deliveries.wake)
+                async with (
+                    _endpoint(config, overview, metrics),
+                    live_admin.serving(admin, live_admin.socket_path(config)),
+                    asyncio.TaskGroup() as tasks,
+                ):
+                    tasks.create_task(
+                        link.run(
+                            metrics.counting_handler(lifecycle.handle, topics),
+                            on_connect=connected,
+                        ),
+                        name="mqtt",
+                    )
+                    tasks.create_task(deliveries.dispatcher.run(), name="dispatcher")
+                    tasks.create_task(watch.run(mes), name="mes watch")
+                    tasks.create_task(metrics.watch_loop_lag(), name="loop lag")
+                    for device in config.devices:
+                        reader = GaugeReader(device, gauges, clock=utc_now)
+                        tasks.create_task(reader.run(), name=f"gauge {device.name}")
+                    if ready is not None:
+                        await link.connected.wait()
+                        ready.set()
+            finally:
+                await store.close()
+
+
+def _log_setup(config: BridgeConfig) -> None:
+    """What an operator checks first in the log: which bridge, which broker, which MES."""
+    broker = "embedded broker" if config.mqtt.embedded else "MQTT broker"
+    _log.info(
+        "station-bridge %s (%s): %d station(s) %s, %d gauge(s); %s %s:%s; MES %s; data %s",
+        bridge_version(),
+        config.bridge_id,
+        len(config.stations),
+        ", ".join(station.id for station in config.stations) or "-",
+        len(config.devices),
+        broker,
+        config.mqtt.host,
+        config.mqtt.port,
+        config.mes.url,
+        config.data_dir,
+    )
+
+
+@contextlib.asynccontextmanager
+async def _endpoint(
+    config: BridgeConfig, overview: Overview, metrics: BridgeMetrics
+) -> AsyncIterator[None]:
+    address = config.http.address
+    if address is None:
+        yield
+        return
+    async with http_endpoint.serving(
+        http_endpoint.endpoint_app(overview, metrics), host=address[0], port=address[1]
+    ):
+        yield
 
 
 async def stop(task: asyncio.Task[None]) -> None:
@@ -118,7 +196,8 @@ async def stop(task: asyncio.Task[None]) -> None:
 
 def main(config: BridgeConfig) -> int:
     """Run the bridge in this process; SIGTERM or Ctrl-C stop it cleanly (exit 0). A bridge that
-    cannot start (its data_dir unusable, the embedded broker's port taken) exits 2."""
+    cannot start (its data_dir unusable, the embedded broker's or the HTTP endpoint's port taken)
+    exits 2."""
 
     async def supervised() -> None:
         stopping = asyncio.Event()
@@ -133,7 +212,7 @@ def main(config: BridgeConfig) -> int:
 
     try:
         asyncio.run(supervised())
-    except (StoreError, EmbeddedBrokerError) as error:
+    except (StoreError, EmbeddedBrokerError, http_endpoint.HttpEndpointError) as error:
         _log.error("cannot run: %s", error)
         return 2
     _log.info("stopped")

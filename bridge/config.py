@@ -21,6 +21,7 @@ from pydantic import (
     PositiveFloat,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import (
@@ -76,11 +77,17 @@ class MesConfig(_Section):
     print_label: bool = False
     resolve_process_ids: bool = True
 
-    def shown_url(self) -> str:
-        """The URL with a password in it (`http://user:pw@host`) hidden."""
-        url = str(self.url)
-        password = self.url.password
-        return url.replace(f":{password}@", ":**********@", 1) if password else url
+    @field_validator("url")
+    @classmethod
+    def _no_user_info(cls, url: AnyHttpUrl) -> AnyHttpUrl:
+        # httpx turns `user:password@` into Basic auth, replacing the bearer token, and logs the
+        # URL at DEBUG: credentials go in username/password(_file), token or api_key.
+        if url.username is not None or url.password is not None:
+            raise ValueError(
+                "must not hold a user name or password (user:password@host): "
+                "give them as mes.username and mes.password_file"
+            )
+        return url
 
     @model_validator(mode="after")
     def _secrets_from_files(self) -> MesConfig:
@@ -217,6 +224,10 @@ class StationConfig(_Section):
     auto_convert: bool = Field(
         default=False, description="convert a WIP to a serial when a complete leaves it COMPLETED"
     )
+    converts: bool | None = Field(
+        default=None,
+        description="may send wip/convert; default: when it auto-converts or runs the last process",
+    )
     limits: dict[Annotated[int, Field(ge=1, le=100)], dict[str, Limit]] = Field(
         default_factory=dict, description="process number -> measurement name -> limit"
     )
@@ -225,6 +236,13 @@ class StationConfig(_Section):
         description="a station time further ahead of the bridge's clock than this is replaced "
         "by the time the bridge received the message (the station's is kept in the notes)",
     )
+
+
+class BatchesConfig(_Section):
+    """Bounds on what one batch gathers, so that its 완공 stays a request the MES can take in."""
+
+    max_measurements: Annotated[int, Field(ge=1)] = 1000
+    max_request_bytes: Annotated[int, Field(ge=1024)] = 262_144
 
 
 class OutboxConfig(_Section):
@@ -238,12 +256,43 @@ class OutboxConfig(_Section):
         default=3.0,
         description="a request whose first attempt has no answer by then is announced as queued",
     )
+    settle_s: PositiveFloat = Field(
+        default=75.0,
+        description="after an unknown outcome (timeout, lost answer, 502/504), how long that "
+        "WIP waits before asking the MES whether it was recorded: longer than the MES's own "
+        "request limit (the deployed nginx allows 60 s)",
+    )
+    offline_after_failures: Annotated[int, Field(ge=1)] = Field(
+        default=3,
+        description="failed attempts in a row, across all WIPs, that mean the MES is down",
+    )
+    idle_check_s: PositiveFloat = Field(
+        default=30.0,
+        description="with no answer from the MES for this long, GET /health (not rate-limited)",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> OutboxConfig:
         if self.retry_min_s > self.retry_max_s:
             raise ValueError("retry_min_s must not be above retry_max_s")
         return self
+
+
+class HttpConfig(_Section):
+    """The health, metrics and status-page endpoint (off unless `listen` is given)."""
+
+    listen: str | None = Field(
+        default=None,
+        pattern=r"^[^\s]+:[0-9]{1,5}$",
+        description="host:port to serve /healthz, /readyz, /metrics and / on; e.g. 127.0.0.1:9108",
+    )
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        if self.listen is None:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
 
 
 class BridgeConfig(BaseSettings):
@@ -263,6 +312,8 @@ class BridgeConfig(BaseSettings):
     mqtt: MqttConfig = MqttConfig()
     mes: MesConfig = MesConfig()
     outbox: OutboxConfig = OutboxConfig()
+    batches: BatchesConfig = BatchesConfig()
+    http: HttpConfig = HttpConfig()
     stations: list[StationConfig] = Field(default_factory=list)
     devices: list[DeviceConfig] = Field(default_factory=list)
 

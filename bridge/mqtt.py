@@ -138,8 +138,6 @@ class MqttLink:
         client._client.manual_ack_set(True)
         client.pending_calls_threshold = _IN_FLIGHT + 10  # aiomqtt warns past it
         async with client:
-            # A persistent session keeps what an older version subscribed: all stations.
-            await client.unsubscribe(self._topics.wildcard_subscriptions())
             topics = self._topics.subscriptions(self._station_ids)
             await client.subscribe([(topic, 1) for topic in topics])
             try:

@@ -4,6 +4,9 @@ Settings that make it a queue rather than a cache: nothing is ever evicted, ever
 to disk before it returns (a power cut loses nothing that was acknowledged), and values are JSON
 text, never pickles (readable with `sqlite3`, and safe to load). diskcache is synchronous, so all
 of its calls run on one worker thread, in order, off the event loop.
+
+The store holds operator ids, WIPs and measurements: its directory is 0700 and its files 0600,
+whatever the umask (`private`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import diskcache
+from diskcache.core import DBNAME
 
 _T = TypeVar("_T")
 
@@ -48,7 +52,7 @@ class Store:
         """
 
         def opened() -> dict[str, str]:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            private(self.directory)
             self._lock = _exclusive(self.directory / "bridge.lock")
             self._cache = diskcache.Cache(str(self.directory), **SETTINGS)
             return read_all(self._cache, skip=skip)
@@ -102,6 +106,21 @@ class Store:
             raise
         except Exception as error:  # sqlite3 and OSError both surface here
             raise StoreError(f"{self.directory}: {type(error).__name__}: {error}") from error
+
+
+def private(directory: Path) -> None:
+    """Make the store's directory, and every missing one above it, 0700, and create the database
+    file 0600 before diskcache opens it: SQLite gives its -wal and -shm files the database
+    file's mode. A store made before this had umask modes: tightened here too."""
+    missing = [folder for folder in (directory, *directory.parents) if not folder.exists()]
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700)
+        os.chmod(folder, 0o700)  # mkdir's mode is cut by the umask
+    os.chmod(directory, 0o700)
+    os.close(os.open(directory / DBNAME, os.O_RDWR | os.O_CREAT, 0o600))
+    for entry in directory.iterdir():
+        if entry.is_file():
+            os.chmod(entry, 0o600)
 
 
 def _exclusive(path: Path) -> int:

@@ -55,10 +55,6 @@ class Topics:
         other bridges' stations on the same broker are none of its business."""
         return [self.inbound(sid, kind) for sid in station_ids for kind in Inbound]
 
-    def wildcard_subscriptions(self) -> list[str]:
-        """Every station's topics, as bridges before per-station subscriptions subscribed."""
-        return [self._full(f"station/+/{kind.value}") for kind in Inbound]
-
     def parse(self, topic: str) -> tuple[str, Inbound] | None:
         """(station id, kind) for an inbound topic, None for anything else."""
         head = f"{self.prefix}/" if self.prefix else ""
@@ -92,3 +88,7 @@ class Topics:
 
     def availability(self, bridge_id: str) -> str:
         return self._full(f"bridge/{bridge_id}/availability")
+
+    def bridge_error(self, bridge_id: str) -> str:
+        """Where messages from ids that are not configured stations are answered."""
+        return self._full(f"bridge/{bridge_id}/error")

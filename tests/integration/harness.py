@@ -49,7 +49,12 @@ def bridge_config(
         "data_dir": data_dir,
         "mqtt": {"host": host, "port": port, "topic_prefix": f"test-{tag}", "keepalive_s": 10},
         "mes": {"url": sim.url, "username": "admin", "password": "admin-pass", "timeout_s": 2},
-        "outbox": {"retry_min_s": 0.05, "retry_max_s": 0.5, "probe_interval_s": 0.2},
+        "outbox": {
+            "retry_min_s": 0.05,
+            "retry_max_s": 0.5,
+            "probe_interval_s": 0.2,
+            "settle_s": 0.3,  # the simulator answers at once (unless a test makes it slow)
+        },
         "stations": [{"id": "1", "equipment_id": 7}, {"id": "2"}, {"id": "3"}],
     }
     fields.update(overrides)
@@ -82,6 +87,7 @@ class Tablet:
         await self._client.subscribe(self.topics.live("+"), qos=1)
         await self._client.subscribe(self.topics.device_status("+", "+"), qos=1)
         await self._client.subscribe(self.topics.availability("+"), qos=1)
+        await self._client.subscribe(self.topics.bridge_error("+"), qos=1)
         self._reader = asyncio.create_task(self._read())
         return self
 

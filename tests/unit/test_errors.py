@@ -210,6 +210,15 @@ CASES: list[tuple[str, int, Any, MesErrorCode]] = [
     ("forbidden", 403, {"detail": "Not authenticated"}, C.AUTH),
     ("redirect to https", 301, "", C.SERVER),
     ("temporary redirect", 307, None, C.SERVER),
+    # Too large to take in: never retried; whatever words the body has are not a business rule.
+    ("too large, proxy page", 413, "<html>413 Request Entity Too Large</html>", C.VALIDATION),
+    (
+        "too large, rule-like words",
+        413,
+        deployed("ERR_413", "Previous process 1 must be completed with PASS result."),
+        C.VALIDATION,
+    ),
+    ("too large, spec code", 413, {"error": "WIP_NOT_FOUND", "message": "?"}, C.VALIDATION),
 ]
 
 

@@ -109,28 +109,28 @@ def test_parse_refuses_other_topics(prefix: str, topic: str) -> None:
         (
             "",
             [
-                "station/+/batch/start",
-                "station/+/measurement",
-                "station/+/batch/complete",
-                "station/+/batch/abort",
-                "station/+/wip/convert",
+                "station/ST01/batch/start",
+                "station/ST01/measurement",
+                "station/ST01/batch/complete",
+                "station/ST01/batch/abort",
+                "station/ST01/wip/convert",
             ],
         ),
         (
             PREFIX,
             [
-                f"{PREFIX}/station/+/batch/start",
-                f"{PREFIX}/station/+/measurement",
-                f"{PREFIX}/station/+/batch/complete",
-                f"{PREFIX}/station/+/batch/abort",
-                f"{PREFIX}/station/+/wip/convert",
+                f"{PREFIX}/station/ST01/batch/start",
+                f"{PREFIX}/station/ST01/measurement",
+                f"{PREFIX}/station/ST01/batch/complete",
+                f"{PREFIX}/station/ST01/batch/abort",
+                f"{PREFIX}/station/ST01/wip/convert",
             ],
         ),
     ],
     ids=["bare", "prefixed"],
 )
-def test_wildcard_subscriptions_cover_every_inbound_kind(prefix: str, expected: list[str]) -> None:
-    assert Topics(prefix).wildcard_subscriptions() == expected
+def test_subscriptions_cover_every_inbound_kind(prefix: str, expected: list[str]) -> None:
+    assert Topics(prefix).subscriptions(["ST01"]) == expected
 
 
 @pytest.mark.parametrize("prefix", ["", PREFIX], ids=["bare", "prefixed"])
@@ -185,6 +185,8 @@ def test_result_topics_are_never_parsed_as_inbound(prefix: str, kind: ResultKind
         ),
         (PREFIX, lambda t: t.availability("b1"), f"{PREFIX}/bridge/b1/availability"),
         (PREFIX, lambda t: t.inbound("3", Inbound.CONVERT), f"{PREFIX}/station/3/wip/convert"),
+        ("", lambda t: t.bridge_error("b1"), "bridge/b1/error"),
+        (PREFIX, lambda t: t.bridge_error("b1"), f"{PREFIX}/bridge/b1/error"),
     ],
     ids=[
         "result-started",
@@ -206,6 +208,8 @@ def test_result_topics_are_never_parsed_as_inbound(prefix: str, kind: ResultKind
         "prefixed-device-status",
         "prefixed-availability",
         "prefixed-inbound",
+        "bridge-error",
+        "prefixed-bridge-error",
     ],
 )
 def test_outbound_topic_names(prefix: str, name: Callable[[Topics], str], expected: str) -> None:
