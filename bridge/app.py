@@ -87,7 +87,13 @@ async def run_bridge(
     metrics = BridgeMetrics()
     store = MeteredStore(config.store_dir, metrics=metrics)
     async with _broker(config.mqtt) as mqtt:
-        link = MqttLink(mqtt, client_id=config.client_id, bridge_id=config.bridge_id, faults=faults)
+        link = MqttLink(
+            mqtt,
+            client_id=config.client_id,
+            bridge_id=config.bridge_id,
+            station_ids=[station.id for station in config.stations],
+            faults=faults,
+        )
         publish = metrics.counting_publish(link.publish)
         state = State(config, store=store, publish=publish, clock=utc_now, faults=faults)
         watch = MesWatch(

@@ -132,8 +132,8 @@ class Deliveries:
             # Whatever waits behind it in this WIP's queue is now queued too: say so.
             behind = [
                 other.model_copy(update={"announced": True})
-                for other in self._state.outbox.pending()
-                if other.wip_id == entry.wip_id and other.seq != entry.seq and not other.announced
+                for other in self._state.outbox.lane(entry.wip_id)
+                if other.seq != entry.seq and not other.announced
             ]
             tx.stage(Change(entries=[waiting, *behind]))
             news = [entry] if not entry.announced else []

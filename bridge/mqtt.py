@@ -10,8 +10,14 @@
   that lost it may have lost what the stations sent meanwhile.
 - `bridge/{id}/availability` is `online` (retained) while connected, and the broker publishes the
   last will `offline` when the bridge vanishes without saying goodbye.
-- Outgoing messages wait in a bounded queue while the broker is away and go out on reconnect;
-  when it is full the oldest is dropped, and counted.
+- Outgoing messages (`bridge.outgoing`) go out many at a time (QoS 1 lets up to `_IN_FLIGHT`
+  wait for their PUBACK together), outcomes before statuses, and a status replaces an older one
+  of its station still waiting. While the broker is away they wait, and past `_QUEUE_LIMIT` the
+  oldest outcome is dropped, counted and logged; while it is connected none is dropped.
+- Only the configured stations' topics are subscribed, so that several bridges can share one
+  broker, each with its own stations.
+- TCP_NODELAY on the socket: an outcome is one small packet, and Nagle's algorithm would hold it
+  until the previous one is acknowledged (paho does not set it).
 """
 
 from __future__ import annotations
@@ -22,8 +28,8 @@ import json
 import logging
 import math
 import random
+import socket
 import ssl
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -33,6 +39,7 @@ import paho.mqtt.client as paho
 from .config import MqttConfig
 from .delivery import RetryPolicy
 from .faults import FaultPoint, Faults
+from .outgoing import Message, Outgoing
 from .topics import Received, Topics
 
 _log = logging.getLogger(__name__)
@@ -42,7 +49,8 @@ Handler = Callable[[Sequence[Received]], Awaitable[None]]
 # Told after every (re)connect whether the broker still had the bridge's session.
 OnConnect = Callable[[bool], Awaitable[None]]
 
-_QUEUE_LIMIT = 10_000  # outgoing messages kept while disconnected (outcomes, not records)
+_QUEUE_LIMIT = 10_000  # outcomes kept while disconnected (outcomes, not records)
+_IN_FLIGHT = 100  # QoS 1 messages sent and not acknowledged yet, at the most
 _GROUP_LIMIT = 100  # inbound messages handled (and committed) together at the most
 
 
@@ -53,6 +61,7 @@ class MqttLink:
         *,
         client_id: str,
         bridge_id: str,
+        station_ids: Sequence[str],
         faults: Faults | None = None,
     ) -> None:
         self._config = config
@@ -60,28 +69,32 @@ class MqttLink:
         self._tls = _tls_context(config)
         self._topics = Topics(config.topic_prefix)
         self._availability = self._topics.availability(bridge_id)
+        self._station_ids = list(station_ids)
         self._faults = faults or Faults()
-        self._outgoing: deque[tuple[str, bytes, bool]] = deque()
+        self._outgoing = Outgoing(limit=_QUEUE_LIMIT)
         self._has_outgoing = asyncio.Event()
-        self.dropped = 0  # outgoing messages dropped because the queue was full
+        self._dropped_reported = 0
         # Why the last attempt to reach the broker failed (a refused certificate, a wrong
         # password…), for the status page; None while connected.
         self.last_error: str | None = None
         self.connected = asyncio.Event()
 
+    @property
+    def dropped(self) -> int:
+        """Outcomes dropped because the queue was full while the broker was away."""
+        return self._outgoing.dropped
+
     def publish(self, topic: str, payload: dict[str, Any], *, retain: bool = False) -> None:
         """Queue a QoS 1 message; it is sent as soon as the broker is connected."""
-        if len(self._outgoing) >= _QUEUE_LIMIT:
-            self._outgoing.popleft()
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 1000 == 0:
-                _log.warning(
-                    "outgoing queue full (%d): oldest message dropped (%d so far)",
-                    _QUEUE_LIMIT,
-                    self.dropped,
-                )
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        self._outgoing.append((topic, body, retain))
+        kept = self._outgoing.add(Message(topic, body, retain), connected=self.connected.is_set())
+        if not kept and (self.dropped == 1 or self.dropped % 1000 == 0):
+            _log.warning(
+                "outgoing queue full (%d) while the broker is away: oldest outcome dropped "
+                "(%d so far)",
+                _QUEUE_LIMIT,
+                self.dropped,
+            )
         self._has_outgoing.set()
 
     async def run(self, handler: Handler, *, on_connect: OnConnect) -> None:
@@ -121,17 +134,19 @@ class MqttLink:
             keepalive=self._config.keepalive_s,
             will=aiomqtt.Will(self._availability, b"offline", qos=1, retain=True),
             tls_context=self._tls,
+            max_inflight_messages=_IN_FLIGHT,
         )
         # aiomqtt 2.x has no public manual-ack switch yet (aiomqtt issue #345); paho underneath
         # has one. Without it paho acknowledges before the handler ran, and a crash then loses
         # the message.
         client._client.manual_ack_set(True)
+        client.pending_calls_threshold = _IN_FLIGHT + 10  # aiomqtt warns past it
         cancels = _cancel_requests()
         async with client:
             _raise_if_cancelled(since=cancels)
-            for topic in self._topics.subscriptions():
-                await client.subscribe(topic, qos=1)
-                _raise_if_cancelled(since=cancels)
+            topics = self._topics.subscriptions(self._station_ids)
+            await client.subscribe([(topic, 1) for topic in topics])
+            _raise_if_cancelled(since=cancels)
             try:
                 await client.publish(self._availability, b"online", qos=1, retain=True)
                 _raise_if_cancelled(since=cancels)
@@ -143,14 +158,16 @@ class MqttLink:
                     self._client_id,
                 )
                 self.connected.set()
+                self._report_dropped()
                 await on_connect(client.session_present)
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self._send(client))
                     tasks.create_task(self._receive(client, handler))
             except* aiomqtt.MqttError as group:
-                raise group.exceptions[0] from None
+                raise _first(group) from None
             finally:
                 self.connected.clear()
+                self._outgoing.connection_lost()
                 with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
                     # A clean disconnect sends no will: say it ourselves.
                     await client.publish(
@@ -184,21 +201,49 @@ class MqttLink:
                     )
 
     async def _send(self, client: aiomqtt.Client) -> None:
-        while True:
-            await self._has_outgoing.wait()
-            while self._outgoing:
-                # Taken off before it is sent, so that `publish` dropping the oldest of a full
-                # queue meanwhile cannot drop this one, and its removal cannot remove another.
-                topic, body, retain = self._outgoing.popleft()
-                try:
-                    # No timeout: Python 3.11's wait_for can swallow a cancellation that meets
-                    # a completed publish, and the session would never end. A dead connection
-                    # fails the publish anyway (keepalive).
-                    await client.publish(topic, body, qos=1, retain=retain, timeout=math.inf)
-                except BaseException:
-                    self._outgoing.appendleft((topic, body, retain))  # sent again on reconnect
-                    raise
-            self._has_outgoing.clear()
+        """Hand messages to the client as they come, up to `_IN_FLIGHT` unacknowledged: paho
+        writes them in the order they are handed over, and a failed one ends the session
+        (what was in flight is sent again after the reconnect)."""
+        window = asyncio.Semaphore(_IN_FLIGHT)
+        async with asyncio.TaskGroup() as publishing:
+            while True:
+                await window.acquire()
+                while (taken := self._outgoing.take()) is None:
+                    self._has_outgoing.clear()
+                    await self._has_outgoing.wait()
+                token, message = taken
+                # The task's first step hands the message to paho: tasks start in the order
+                # they were made, so the messages go out in this order.
+                publishing.create_task(self._publish(client, token, message, window))
+
+    async def _publish(
+        self, client: aiomqtt.Client, token: int, message: Message, window: asyncio.Semaphore
+    ) -> None:
+        try:
+            # No timeout: Python 3.11's wait_for can swallow a cancellation that meets a
+            # completed publish, and the session would never end. A dead connection fails the
+            # publish anyway (keepalive).
+            await client.publish(
+                message.topic, message.body, qos=1, retain=message.retain, timeout=math.inf
+            )
+            self._outgoing.acknowledged(token)
+        finally:
+            window.release()
+
+    def _report_dropped(self) -> None:
+        if self.dropped > self._dropped_reported:
+            _log.warning(
+                "%d outcome(s) dropped while the broker was away (queue limit %d)",
+                self.dropped - self._dropped_reported,
+                _QUEUE_LIMIT,
+            )
+            self._dropped_reported = self.dropped
+
+
+def _first(group: BaseExceptionGroup[aiomqtt.MqttError]) -> aiomqtt.MqttError:
+    """The first of the errors, however deep the task groups nested it."""
+    error = group.exceptions[0]
+    return _first(error) if isinstance(error, BaseExceptionGroup) else error
 
 
 def _cancel_requests() -> int:
@@ -229,7 +274,8 @@ def _tls_context(config: MqttConfig) -> ssl.SSLContext | None:
 
 class _Client(aiomqtt.Client):
     """aiomqtt's client, keeping two things paho reports that aiomqtt 2.5 drops: CONNACK's
-    session-present flag, and the DUP flag of a message the broker delivers again."""
+    session-present flag, and the DUP flag of a message the broker delivers again; and with
+    TCP_NODELAY on its socket."""
 
     session_present = False
 
@@ -247,6 +293,11 @@ class _Client(aiomqtt.Client):
     ) -> None:
         self.session_present = bool(flags.session_present)
         super()._on_connect(client, userdata, flags, reason_code, properties)
+
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        with contextlib.suppress(OSError, AttributeError):  # a socket that is not TCP
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super()._on_socket_open(client, userdata, sock)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         if message.dup:

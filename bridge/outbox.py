@@ -8,10 +8,12 @@ for each other.
 
 from __future__ import annotations
 
+import bisect
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
@@ -120,12 +122,42 @@ class Change:
         return out
 
 
+class _Indexed(NamedTuple):
+    """What the indexes need of an entry, kept beside its text."""
+
+    wip_id: str
+    station_id: str
+    batch_uid: str | None
+    dead: bool
+    attempts: int
+
+
 class Outbox:
-    """Pending and dead-lettered entries, in order."""
+    """Pending and dead-lettered entries, in order.
+
+    Indexed so that what the bridge asks on every message, delivery report and status (a WIP's
+    head, a station's counts, a batch's entries) costs O(1) or O(log n) however many wait:
+    per-WIP lanes of pending seqs in order, per-station counters, pending seqs per batch. Only
+    the listings (`__iter__`, `pending`, `dead`: the admin commands) sort everything.
+
+    Each entry is kept as its compact JSON (as on disk), a few hundred bytes, rather than as a
+    model (about 3 KB each): a long outage's 10,000 entries cost megabytes, not tens of them. The
+    entries read last (the lanes' heads, mostly) are kept parsed, `_PARSED_LIMIT` at the most.
+    """
 
     def __init__(self, entries: Iterable[Entry] = (), *, next_seq: int = 1) -> None:
-        self._entries = {entry.seq: entry for entry in entries}
-        self._next_seq = max(next_seq, max(self._entries, default=0) + 1)
+        self._texts: dict[int, bytes] = {}
+        self._indexed: dict[int, _Indexed] = {}
+        self._parsed: OrderedDict[int, Entry] = OrderedDict()
+        self._lanes: dict[str, list[int]] = {}  # WIP -> its pending seqs, ascending
+        self._by_batch: dict[str, set[int]] = {}  # batch_uid -> its pending seqs
+        self._pending: Counter[str] = Counter()  # station -> pending entries
+        self._dead: Counter[str] = Counter()  # station -> dead letters
+        self._dead_seqs: set[int] = set()
+        for entry in entries:
+            self.put(entry.seq, entry)
+        self._parsed.clear()  # what loading went through is not what will be read first
+        self._next_seq = max(next_seq, max(self._texts, default=0) + 1)
 
     def new_seq(self) -> int:
         seq = self._next_seq
@@ -139,43 +171,106 @@ class Outbox:
 
     def apply(self, change: Change) -> None:
         for entry in change.dropped_entries:
-            self._entries.pop(entry.seq, None)
+            self.put(entry.seq, None)
         for entry in change.entries:
-            self._entries[entry.seq] = entry
+            self.put(entry.seq, entry)
 
     def put(self, seq: int, entry: Entry | None) -> None:
         """Set (or, with None, remove) one entry as it was: undoing a change that did not reach
         the disk."""
-        if entry is None:
-            self._entries.pop(seq, None)
+        self._texts.pop(seq, None)
+        self._parsed.pop(seq, None)
+        old = self._indexed.pop(seq, None)
+        if old is not None:
+            self._unindex(seq, old)
+        if entry is not None:
+            self._texts[seq] = entry.model_dump_json().encode()
+            indexed = _Indexed(
+                entry.wip_id, entry.station_id, entry.batch_uid, entry.dead, entry.attempts
+            )
+            self._indexed[seq] = indexed
+            self._index(seq, indexed)
+            self._remember(entry)
+
+    def _remember(self, entry: Entry) -> None:
+        self._parsed[entry.seq] = entry
+        self._parsed.move_to_end(entry.seq)
+        if len(self._parsed) > _PARSED_LIMIT:
+            self._parsed.popitem(last=False)
+
+    def _index(self, seq: int, entry: _Indexed) -> None:
+        if entry.dead:
+            self._dead[entry.station_id] += 1
+            self._dead_seqs.add(seq)
+            return
+        self._pending[entry.station_id] += 1
+        lane = self._lanes.setdefault(entry.wip_id, [])
+        if not lane or lane[-1] < seq:
+            lane.append(seq)  # the usual case: a new entry goes last
         else:
-            self._entries[seq] = entry
+            bisect.insort(lane, seq)
+        if entry.batch_uid is not None:
+            self._by_batch.setdefault(entry.batch_uid, set()).add(seq)
+
+    def _unindex(self, seq: int, entry: _Indexed) -> None:
+        if entry.dead:
+            _decrement(self._dead, entry.station_id)
+            self._dead_seqs.discard(seq)
+            return
+        _decrement(self._pending, entry.station_id)
+        lane = self._lanes[entry.wip_id]
+        if lane[0] == seq:
+            del lane[0]  # the usual case: the head was delivered (lanes are short)
+        else:
+            del lane[bisect.bisect_left(lane, seq)]
+        if not lane:
+            del self._lanes[entry.wip_id]
+        if entry.batch_uid is not None:
+            seqs = self._by_batch[entry.batch_uid]
+            seqs.discard(seq)
+            if not seqs:
+                del self._by_batch[entry.batch_uid]
 
     def __iter__(self) -> Iterator[Entry]:
-        return iter(sorted(self._entries.values(), key=lambda entry: entry.seq))
+        return (self._entry(seq) for seq in sorted(self._texts))
 
     def get(self, seq: int) -> Entry | None:
-        return self._entries.get(seq)
+        return self._entry(seq) if seq in self._texts else None
+
+    def _entry(self, seq: int) -> Entry:
+        entry = self._parsed.get(seq)
+        if entry is None:
+            entry = Entry.model_validate_json(self._texts[seq])
+        self._remember(entry)
+        return entry
 
     def pending(self) -> list[Entry]:
-        return [entry for entry in self if not entry.dead]
+        return [self._entry(seq) for seq in sorted(self._texts) if seq not in self._dead_seqs]
 
     def dead(self) -> list[Entry]:
-        return [entry for entry in self if entry.dead]
+        return [self._entry(seq) for seq in sorted(self._dead_seqs)]
 
     def pending_count(self, station_id: str | None = None) -> int:
-        return sum(
-            1
-            for entry in self._entries.values()
-            if not entry.dead and (station_id is None or entry.station_id == station_id)
-        )
+        if station_id is None:
+            return len(self._texts) - len(self._dead_seqs)
+        return self._pending[station_id]
+
+    def dead_count(self, station_id: str | None = None) -> int:
+        if station_id is None:
+            return len(self._dead_seqs)
+        return self._dead[station_id]
 
     def head(self, wip_id: str) -> Entry | None:
         """The next entry of this WIP to deliver: nothing after it may go before it does."""
-        return next((e for e in self if not e.dead and e.wip_id == wip_id), None)
+        lane = self._lanes.get(wip_id)
+        return self._entry(lane[0]) if lane else None
+
+    def lane(self, wip_id: str) -> list[Entry]:
+        """This WIP's pending entries, in the order they go out."""
+        return [self._entry(seq) for seq in self._lanes.get(wip_id, ())]
 
     def waiting_wips(self) -> set[str]:
-        return {entry.wip_id for entry in self._entries.values() if not entry.dead}
+        return set(self._lanes)
 
     def stalled(self, wip_id: str) -> bool:
         """Whether this WIP's queue already failed an attempt (so a new entry waits behind it)."""
@@ -184,21 +279,26 @@ class Outbox:
 
     def same_batch_after(self, entry: Entry) -> list[Entry]:
         """Later pending entries of the same batch: they depend on this one."""
-        if entry.batch_uid is None:
-            return []
-        return [
-            other
-            for other in self
-            if not other.dead and other.seq > entry.seq and other.batch_uid == entry.batch_uid
-        ]
+        return [other for other in self._batch(entry.batch_uid) if other.seq > entry.seq]
 
     def unattempted(self, batch_uid: str) -> list[Entry]:
         """Pending entries of this batch that were never tried: the MES knows nothing of them."""
-        return [
-            entry
-            for entry in self
-            if not entry.dead and entry.batch_uid == batch_uid and entry.attempts == 0
-        ]
+        seqs = self._by_batch.get(batch_uid, ())
+        return [self._entry(seq) for seq in sorted(seqs) if self._indexed[seq].attempts == 0]
+
+    def _batch(self, batch_uid: str | None) -> list[Entry]:
+        if batch_uid is None:
+            return []
+        return [self._entry(seq) for seq in sorted(self._by_batch.get(batch_uid, ()))]
+
+
+_PARSED_LIMIT = 1024
+
+
+def _decrement(counter: Counter[str], key: str) -> None:
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]
 
 
 NEXT_SEQ_KEY = "meta/next_seq"
@@ -208,7 +308,7 @@ def load_state(rows: dict[str, str]) -> tuple[dict[str, Batch], Outbox]:
     """Active batches and the outbox from what the store holds."""
     batches: dict[str, Batch] = {}
     measured: dict[str, dict[str, Measured]] = {}
-    entries: list[Entry] = []
+    entries: list[str] = []
     for key, text in rows.items():
         if key.startswith("batch/"):
             batch = Batch.model_validate_json(text)
@@ -217,11 +317,13 @@ def load_state(rows: dict[str, str]) -> tuple[dict[str, Batch], Outbox]:
             batch_id, name = key[len(_MEASUREMENT) :].split("/", 1)
             measured.setdefault(batch_id, {})[name] = Measured.model_validate_json(text)
         elif key.startswith("outbox/"):
-            entries.append(Entry.model_validate_json(text))
+            entries.append(text)
     for batch_id, values in measured.items():
         if batch_id in batches:
             batches[batch_id] = batches[batch_id].model_copy(update={"measurements": values})
-    return batches, Outbox(entries, next_seq=int(rows.get(NEXT_SEQ_KEY, "1")))
+    # Parsed one at a time: the outbox keeps each as text, never all of them as models at once.
+    parsed = (Entry.model_validate_json(text) for text in entries)
+    return batches, Outbox(parsed, next_seq=int(rows.get(NEXT_SEQ_KEY, "1")))
 
 
 def new_entry(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
@@ -158,11 +159,16 @@ class State:
         rows = await self.store.open(skip=(redelivery.PREFIX,))
         self.batches, self.outbox = load_state(rows)
         self._broker_seen = _BROKER_SESSION_KEY in rows
+        del rows
+        # What was loaded lives as long as the bridge: keep it out of the cyclic GC's full
+        # passes, which would otherwise walk all of it (a long outage's outbox) every time.
+        gc.collect()
+        gc.freeze()
         _log.info(
             "loaded %d active batch(es), %d pending and %d dead-lettered request(s)",
             len(self.batches),
             self.outbox.pending_count(),
-            len(self.outbox.dead()),
+            self.outbox.dead_count(),
         )
         for batch in self.batches.values():
             if self.config.station(batch.station_id) is None:
@@ -270,7 +276,6 @@ class State:
 
     def status(self, station_id: str) -> dict[str, Any]:
         active = [b.summary() for b in self.batches.values() if b.station_id == station_id]
-        dead = sum(1 for entry in self.outbox.dead() if entry.station_id == station_id)
         return {
             "station_id": station_id,
             "bridge_id": self.config.bridge_id,
@@ -279,7 +284,7 @@ class State:
             "outbox": {
                 "pending": self.outbox.pending_count(station_id),
                 "pending_total": self.outbox.pending_count(),
-                "dead_letters": dead,
+                "dead_letters": self.outbox.dead_count(station_id),
             },
             "mes": str(self.mes_state),
             "mes_confirmed_at": format_utc(self.mes_confirmed_at)

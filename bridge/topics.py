@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -49,8 +50,10 @@ class Topics:
     def _full(self, path: str) -> str:
         return f"{self.prefix}/{path}" if self.prefix else path
 
-    def subscriptions(self) -> list[str]:
-        return [self._full(f"station/+/{kind.value}") for kind in Inbound]
+    def subscriptions(self, station_ids: Iterable[str]) -> list[str]:
+        """What a bridge serving these stations subscribes to: their topics only, so that
+        other bridges' stations on the same broker are none of its business."""
+        return [self.inbound(sid, kind) for sid in station_ids for kind in Inbound]
 
     def parse(self, topic: str) -> tuple[str, Inbound] | None:
         """(station id, kind) for an inbound topic, None for anything else."""

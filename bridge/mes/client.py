@@ -77,14 +77,18 @@ class MesClient:
         send_log: Path | None = None,
     ) -> None:
         self._config = config
+        # httpx ignores the client's `verify` when it is given a transport: the trust goes on
+        # the transport itself, also when a fault seam wraps it.
+        transport = transport or httpx.AsyncHTTPTransport(
+            verify=client_context(ca_file=config.ca_file)
+        )
         if faults is not None:
-            transport = _FaultyTransport(transport or httpx.AsyncHTTPTransport(), faults)
+            transport = _FaultyTransport(transport, faults)
         self._http = httpx.AsyncClient(
             base_url=str(config.url).rstrip("/"),
             timeout=httpx.Timeout(config.timeout_s),
             transport=transport,
             headers={"Accept": "application/json"},
-            verify=client_context(ca_file=config.ca_file),
             event_hooks=event_hooks,  # metrics and the reachability watch see every exchange
         )
         log = (

@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import pytest
 
 from bridge.config import BridgeConfig
-from bridge.topics import Inbound, ResultKind
+from bridge.topics import Inbound, ResultKind, Topics
 from mes_sim import MesSimulator
 
 from ..hostile import CORPUS, ODD_WIPS
@@ -130,6 +131,15 @@ async def test_unknown_stations_are_answered_on_the_bridge_topic_only(
 ) -> None:
     config = make_config(sim, tmp_path)
     long_id = "스" * 5000
+    # The bridge subscribes to its configured stations only; other ids reach it through what its
+    # persistent session still holds (a station since removed from the config), made here.
+    host, port = MOSQUITTO
+    async with aiomqtt.Client(
+        host, port, identifier=config.client_id, clean_session=False
+    ) as earlier:
+        for station in ("99", long_id):
+            topic = Topics(config.mqtt.topic_prefix).inbound(station, Inbound.START)
+            await earlier.subscribe(topic, qos=1)
     async with Tablet(config) as tablet, running(config):
         for station in ("99", long_id, "99"):
             await tablet.send(station, Inbound.START, start("W"))

@@ -409,19 +409,30 @@ async def test_the_embedded_broker_needs_no_other_broker(sim: MesSimulator, tmp_
     assert [row["result"] for row in ledger_rows(sim, wip)] == ["PASS"]
 
 
-async def test_aborting_a_batch_cancels_its_unsent_start(tablet: Tablet, sim: MesSimulator) -> None:
+async def test_aborting_a_batch_cancels_its_unsent_start(sim: MesSimulator, tmp_path: Path) -> None:
+    # One failure means offline, so station 1's queued answer comes after the dispatcher went
+    # offline and station 2's start is queued without a try. (With the default of three, the
+    # MES watch can show "offline" in the status before the dispatcher thinks so.)
+    outbox = {
+        "retry_min_s": 0.05,
+        "retry_max_s": 0.5,
+        "probe_interval_s": 0.2,
+        "offline_after_failures": 1,
+    }
+    config = make_config(sim, tmp_path, outbox=outbox)
     first, second = sim.wip_ids[0], sim.wip_ids[1]
     sim.set_faults(mode="unavailable")
-    await tablet.send("1", Inbound.START, start(first))
-    await tablet.expect("1", R.STARTED, where=event("PROCESS_STARTED_OFFLINE"))
-    await tablet.status("1", lambda s: s["mes"] == "offline")
-    await tablet.send("2", Inbound.START, start(second))  # queued, never tried: the MES is away
-    await tablet.expect("2", R.STARTED, where=event("PROCESS_STARTED_OFFLINE"))
-    await tablet.send("2", Inbound.ABORT, {"reason": "wrong unit scanned"})
-    await tablet.expect("2", R.COMPLETED, where=event("BATCH_ABORTED"))
-    await tablet.status("2", lambda s: s["outbox"]["pending"] == 0)
-    sim.set_faults(mode="ok")
-    await tablet.expect("1", R.SYNCED)
+    async with Tablet(config) as tablet, running(config):
+        await tablet.send("1", Inbound.START, start(first))
+        await tablet.expect("1", R.STARTED, where=event("PROCESS_STARTED_OFFLINE"))
+        await tablet.status("1", lambda s: s["mes"] == "offline")
+        await tablet.send("2", Inbound.START, start(second))  # queued, never tried
+        await tablet.expect("2", R.STARTED, where=event("PROCESS_STARTED_OFFLINE"))
+        await tablet.send("2", Inbound.ABORT, {"reason": "wrong unit scanned"})
+        await tablet.expect("2", R.COMPLETED, where=event("BATCH_ABORTED"))
+        await tablet.status("2", lambda s: s["outbox"]["pending"] == 0)
+        sim.set_faults(mode="ok")
+        await tablet.expect("1", R.SYNCED)
     starts = {s["wip_id"] for s in sim.ledger()["starts"]}
     assert first in starts and second not in starts
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bridge.config import MesConfig
+from bridge.faults import Faults
 from bridge.mes import MesClient, MesError, MesErrorCode
 from bridge.topics import Inbound, ResultKind
 from mes_sim import MesSimulator
@@ -25,10 +26,14 @@ def pki(tmp_path: Path) -> Pki:
     return make_pki(tmp_path / "pki")
 
 
-async def test_an_https_mes_with_a_private_ca_in_ca_file(sim: MesSimulator, pki: Pki) -> None:
+@pytest.mark.parametrize("faults", [None, Faults()], ids=["plain", "with-fault-seams"])
+async def test_an_https_mes_with_a_private_ca_in_ca_file(
+    sim: MesSimulator, pki: Pki, faults: Faults | None
+) -> None:
+    # The bridge always wires the fault seams (a transport wrapper): the CA must still count.
     async with (
         https_front(pki.server_context(), port=sim.port) as url,
-        MesClient(MesConfig(url=url, ca_file=pki.ca_file, **ACCOUNT)) as mes,
+        MesClient(MesConfig(url=url, ca_file=pki.ca_file, **ACCOUNT), faults=faults) as mes,
     ):
         assert await mes.health() == "healthy"
         await mes.login()

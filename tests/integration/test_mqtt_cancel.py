@@ -37,6 +37,7 @@ async def test_a_cancel_that_meets_the_connack_still_stops_the_link(
         MqttConfig(host=host, port=port, topic_prefix="cancel-test"),
         client_id="cancel-test-link",
         bridge_id="cancel-test",
+        station_ids=["1"],
     )
     task = asyncio.create_task(link.run(_handle, on_connect=_connected))
     on_connect = mqtt._Client._on_connect
@@ -59,6 +60,7 @@ async def test_why_the_broker_cannot_be_reached_is_kept_for_the_status_page() ->
         MqttConfig(host="127.0.0.1", port=find_free_port(), reconnect_max_s=1),
         client_id="unreachable-test",
         bridge_id="unreachable-test",
+        station_ids=["1"],
     )
     task = asyncio.create_task(link.run(_handle, on_connect=_connected))
     try:

@@ -3,6 +3,7 @@ recognised, and a broker that lost the bridge's session is noticed."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -38,6 +39,19 @@ def _drop_the_link() -> None:
     raise aiomqtt.MqttError("the link dropped (test)")
 
 
+class _Logged(logging.Handler):
+    """Set when a record with this text is logged (the event a test waits for)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()
+
+
 async def test_a_link_dropped_between_commit_and_ack_does_not_apply_messages_twice(
     config: BridgeConfig, sim: MesSimulator, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -53,6 +67,10 @@ async def test_a_link_dropped_between_commit_and_ack_does_not_apply_messages_twi
         await tablet.send("1", Inbound.START, _start(second))
         faults = Faults()
         faults.arm(FaultPoint.AFTER_COMMIT, _drop_the_link)  # once: the first group's acks
+        # The outcomes of the first handling may reach the tablet before the broker's DUPs are
+        # handled after the reconnect: wait for that too.
+        redelivered = _Logged("delivered again: answered as before")
+        logging.getLogger("bridge.lifecycle").addHandler(redelivered)
         async with running(config, faults=faults):
             await tablet.expect(
                 "1",
@@ -62,7 +80,10 @@ async def test_a_link_dropped_between_commit_and_ack_does_not_apply_messages_twi
             status = await tablet.status(
                 "1", lambda s: s["outbox"]["pending_total"] == 0 and s["active_batches"]
             )
-    assert "delivered again: answered as before" in caplog.text  # Mosquitto's DUP was seen
+            try:
+                await asyncio.wait_for(redelivered.seen.wait(), 15)  # Mosquitto's DUP was seen
+            finally:
+                logging.getLogger("bridge.lifecycle").removeHandler(redelivered)
     assert [(b["wip_id"], b["measurements"]) for b in status["active_batches"]] == [(second, 0)]
     assert [(r["result"], r["measurements"]["torque"]) for r in ledger_rows(sim, first)] == [
         ("PASS", 1.5)

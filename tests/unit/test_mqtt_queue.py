@@ -1,75 +1,76 @@
-"""The outgoing queue of `MqttLink`: what a full queue drops, and what a failed publish keeps.
-The client is a stand-in whose publish waits until the test lets it finish: a broker cannot be
-made to hold a PUBACK at a chosen moment."""
+"""The outgoing queue (`bridge.outgoing`): outcomes in order and never dropped while connected,
+statuses coalesced per topic, what was in flight sent again after a broken connection."""
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
-import aiomqtt
-import pytest
-
-from bridge import mqtt
-from bridge.config import MqttConfig
-from bridge.mqtt import MqttLink
+from bridge.outgoing import Message, Outgoing
 
 
-class HeldClient:
-    def __init__(self, *, fail_first: bool = False) -> None:
-        self.sent: list[str] = []
-        self.publishing = asyncio.Event()
-        self.release = asyncio.Event()
-        self.sent_one = asyncio.Event()
-        self._fail = fail_first
-
-    async def publish(self, topic: str, payload: bytes, **_: Any) -> None:
-        self.publishing.set()
-        await self.release.wait()
-        if self._fail:
-            self._fail = False
-            raise aiomqtt.MqttError("connection lost")
-        self.sent.append(topic)
-        self.sent_one.set()
-
-    async def wait_sent(self, count: int) -> None:
-        async with asyncio.timeout(5):
-            while len(self.sent) < count:
-                self.sent_one.clear()
-                await self.sent_one.wait()
+def outcome(topic: str) -> Message:
+    return Message(topic, topic.encode())
 
 
-def link() -> MqttLink:
-    return MqttLink(MqttConfig(), client_id="c", bridge_id="b")
+def status(topic: str, body: str) -> Message:
+    return Message(topic, body.encode(), retain=True)
 
 
-async def test_a_full_queue_drops_the_oldest_waiting_message_never_the_one_being_sent(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(mqtt, "_QUEUE_LIMIT", 3)
-    out, client = link(), HeldClient()
-    out.publish("a", {})
-    sender = asyncio.create_task(out._send(client))  # type: ignore[arg-type]
-    await client.publishing.wait()  # "a" is on its way
-    for topic in "bcde":
-        out.publish(topic, {})
-    client.release.set()
-    await client.wait_sent(4)
-    sender.cancel()
-    assert client.sent == ["a", "c", "d", "e"]
-    assert out.dropped == 1
+def drain(queue: Outgoing) -> list[Message]:
+    sent = []
+    while (taken := queue.take()) is not None:
+        token, message = taken
+        queue.acknowledged(token)
+        sent.append(message)
+    return sent
 
 
-async def test_a_publish_that_fails_is_sent_again_after_the_reconnect() -> None:
-    out, failing = link(), HeldClient(fail_first=True)
-    out.publish("a", {})
-    out.publish("b", {})
-    failing.release.set()
-    with pytest.raises(aiomqtt.MqttError):
-        await out._send(failing)  # type: ignore[arg-type]
-    again = HeldClient()
-    again.release.set()
-    sender = asyncio.create_task(out._send(again))  # type: ignore[arg-type]
-    await again.wait_sent(2)
-    sender.cancel()
-    assert again.sent == ["a", "b"]
+def test_while_connected_no_outcome_is_dropped_however_many_wait() -> None:
+    queue = Outgoing(limit=3)
+    for n in range(10):
+        assert queue.add(outcome(f"o{n}"), connected=True)
+    assert [m.topic for m in drain(queue)] == [f"o{n}" for n in range(10)]
+    assert queue.dropped == 0
+
+
+def test_while_the_broker_is_away_the_oldest_waiting_outcome_is_dropped_and_counted() -> None:
+    queue = Outgoing(limit=3)
+    kept = [queue.add(outcome(f"o{n}"), connected=False) for n in range(5)]
+    assert kept == [True, True, True, False, False]
+    assert [m.topic for m in drain(queue)] == ["o2", "o3", "o4"]
+    assert queue.dropped == 2
+
+
+def test_statuses_keep_only_the_latest_per_topic_and_never_crowd_out_outcomes() -> None:
+    queue = Outgoing(limit=1)
+    queue.add(status("s1", "old"), connected=False)
+    queue.add(status("s2", "only"), connected=False)
+    queue.add(outcome("o1"), connected=False)
+    queue.add(status("s1", "new"), connected=False)
+    assert queue.dropped == 0
+    sent = drain(queue)
+    assert [(m.topic, m.body) for m in sent] == [
+        ("o1", b"o1"),
+        ("s2", b"only"),
+        ("s1", b"new"),
+    ]
+
+
+def test_what_was_in_flight_goes_out_again_first_in_order_after_a_broken_connection() -> None:
+    queue = Outgoing(limit=10)
+    for topic in ("a", "b", "c"):
+        queue.add(outcome(topic), connected=True)
+    queue.add(status("s", "sent"), connected=True)
+    first = queue.take()
+    second = queue.take()
+    assert first is not None and second is not None
+    queue.acknowledged(first[0])  # "a" arrived; "b" was in flight
+    queue.connection_lost()
+    assert [m.topic for m in drain(queue)] == ["b", "c", "s"]
+
+
+def test_a_status_in_flight_at_the_break_is_not_sent_again_when_a_newer_one_waits() -> None:
+    queue = Outgoing(limit=10)
+    queue.add(status("s", "old"), connected=True)
+    assert queue.take() is not None  # in flight, never acknowledged
+    queue.add(status("s", "new"), connected=True)
+    queue.connection_lost()
+    assert [m.body for m in drain(queue)] == [b"new"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -473,3 +474,57 @@ def test_entry_properties() -> None:
     assert not made.dead and entry(7, convert(), **DEAD).dead
     assert made.describe() == "#7 complete process 2 WIP-9"
     assert entry(8, convert("WIP-9")).describe() == "#8 convert WIP-9"
+
+
+def naive(entries: list[Entry]) -> dict[str, Any]:
+    """What the indexes must answer, by scanning everything."""
+    pending = sorted((e for e in entries if not e.dead), key=lambda e: e.seq)
+    return {
+        "heads": {
+            w: next(e for e in pending if e.wip_id == w) for w in {e.wip_id for e in pending}
+        },
+        "lanes": {w: [e for e in pending if e.wip_id == w] for w in {e.wip_id for e in pending}},
+        "pending": {s: sum(e.station_id == s for e in pending) for s in ("s1", "s2", "s3")},
+        "dead": {s: sum(e.dead and e.station_id == s for e in entries) for s in ("s1", "s2", "s3")},
+        "batches": {b: [e for e in pending if e.batch_uid == b] for b in ("u1", "u2", "u3")},
+    }
+
+
+def indexed(outbox: Outbox) -> dict[str, Any]:
+    wips = outbox.waiting_wips()
+    return {
+        "heads": {w: outbox.head(w) for w in wips},
+        "lanes": {w: outbox.lane(w) for w in wips},
+        "pending": {s: outbox.pending_count(s) for s in ("s1", "s2", "s3")},
+        "dead": {s: outbox.dead_count(s) for s in ("s1", "s2", "s3")},
+        "batches": {b: outbox.unattempted(b) for b in ("u1", "u2", "u3")},
+    }
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_indexes_agree_with_a_scan_after_any_changes(seed: int) -> None:
+    # Random adds, replacements (dead or alive, other station or batch), drops and undos, in and
+    # out of seq order; after each, every indexed answer equals a scan of all entries.
+    rng = random.Random(seed)
+    outbox, model = Outbox(), {}
+    for _ in range(300):
+        seq = rng.randint(1, 40)
+        if rng.random() < 0.3:
+            outbox.put(seq, None)
+            model.pop(seq, None)
+            continue
+        made = entry(
+            seq,
+            start(rng.choice(["W1", "W2", "W3", "W4"])),
+            station_id=rng.choice(["s1", "s2", "s3"]),
+            batch_uid=rng.choice(["u1", "u2", "u3", None]),
+            **(DEAD if rng.random() < 0.2 else {}),
+        )
+        if rng.random() < 0.5:
+            outbox.apply(Change(entries=[made]))
+        else:
+            outbox.put(seq, made)
+        model[seq] = made
+        assert indexed(outbox) == naive(list(model.values()))
+        assert outbox.pending_count() == sum(not e.dead for e in model.values())
+        assert outbox.dead_count() == sum(e.dead for e in model.values())

@@ -109,28 +109,40 @@ def test_parse_refuses_other_topics(prefix: str, topic: str) -> None:
         (
             "",
             [
-                "station/+/batch/start",
-                "station/+/measurement",
-                "station/+/batch/complete",
-                "station/+/batch/abort",
-                "station/+/wip/convert",
+                "station/ST01/batch/start",
+                "station/ST01/measurement",
+                "station/ST01/batch/complete",
+                "station/ST01/batch/abort",
+                "station/ST01/wip/convert",
             ],
         ),
         (
             PREFIX,
             [
-                f"{PREFIX}/station/+/batch/start",
-                f"{PREFIX}/station/+/measurement",
-                f"{PREFIX}/station/+/batch/complete",
-                f"{PREFIX}/station/+/batch/abort",
-                f"{PREFIX}/station/+/wip/convert",
+                f"{PREFIX}/station/ST01/batch/start",
+                f"{PREFIX}/station/ST01/measurement",
+                f"{PREFIX}/station/ST01/batch/complete",
+                f"{PREFIX}/station/ST01/batch/abort",
+                f"{PREFIX}/station/ST01/wip/convert",
             ],
         ),
     ],
     ids=["bare", "prefixed"],
 )
 def test_subscriptions_cover_every_inbound_kind(prefix: str, expected: list[str]) -> None:
-    assert Topics(prefix).subscriptions() == expected
+    assert Topics(prefix).subscriptions(["ST01"]) == expected
+
+
+@pytest.mark.parametrize("prefix", ["", PREFIX], ids=["bare", "prefixed"])
+def test_subscriptions_name_the_configured_stations_only(prefix: str) -> None:
+    topics = Topics(prefix)
+    subscribed = topics.subscriptions(["1", "s-9"])
+    assert len(subscribed) == 2 * len(Inbound)
+    assert all("+" not in topic and "#" not in topic for topic in subscribed)
+    for kind in Inbound:
+        assert topics.inbound("1", kind) in subscribed
+        assert topics.inbound("s-9", kind) in subscribed
+    assert {topics.parse(topic)[0] for topic in subscribed if topics.parse(topic)} == {"1", "s-9"}
 
 
 @pytest.mark.parametrize("prefix", ["", PREFIX], ids=["bare", "prefixed"])

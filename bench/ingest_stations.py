@@ -1,0 +1,215 @@
+"""Ingest from many stations at once, next to a durable baseline.
+
+    .venv/bin/python bench/ingest_stations.py [--messages N] [--stations S] [--repeat K]
+
+Each repeat, on Mosquitto at 127.0.0.1:1883, in this process:
+
+* durable baseline: a bare aiomqtt client with the bridge's session settings (fixed identifier,
+  clean_session=False, QoS 1, manual acknowledgement) subscribed to the S stations' measurement
+  topics; what has arrived together is parsed (json.loads) and written in one fsync'd commit to
+  a store like the bridge's (`bridge.store.Store`), then acknowledged. The least a durable
+  consumer does.
+* bridge: the real bridge with S stations, each with a batch open; the same N measurements,
+  round robin over the stations; the clock stops when the stations' statuses add up to N.
+
+One publisher sends N QoS 1 messages as fast as the broker acknowledges them, at most ingest.py's
+WINDOW ahead of the consumer. Printed: msg/s of both, bridge/baseline per repeat and the median.
+A measurement, no thresholds: see bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiomqtt
+from ingest import (
+    IN_FLIGHT,
+    MOSQUITTO,
+    OPERATOR,
+    PHASE_TIMEOUT_S,
+    START_TIMEOUT_S,
+    WINDOW,
+    Endpoint,
+    Progress,
+    forget,
+    machine,
+    new_tag,
+    publisher,
+    running,
+)
+
+from bridge.config import BridgeConfig
+from bridge.store import Store
+from bridge.topics import Inbound, ResultKind, Topics
+from mes_sim import MesSimulator
+
+ENDPOINT = Endpoint("mosquitto", *MOSQUITTO)
+
+
+def messages_for(topics: Topics, stations: list[str], n: int) -> list[tuple[str, bytes]]:
+    out = []
+    for i in range(n):
+        station = stations[i % len(stations)]
+        body = {"batch_id": f"B-{station}", "name": f"m{i}", "value": i}
+        out.append((topics.inbound(station, Inbound.MEASUREMENT), json.dumps(body).encode()))
+    return out
+
+
+async def flood(
+    client: aiomqtt.Client, messages: Sequence[tuple[str, bytes]], progress: Progress
+) -> None:
+    slots = asyncio.Semaphore(IN_FLIGHT)
+
+    async def one(topic: str, body: bytes) -> None:
+        try:
+            await client.publish(topic, body, qos=1, timeout=PHASE_TIMEOUT_S)
+        finally:
+            slots.release()
+
+    async with asyncio.TaskGroup() as tasks:
+        for sent, (topic, body) in enumerate(messages):
+            await progress.reach(sent - WINDOW)
+            await slots.acquire()
+            tasks.create_task(one(topic, body))
+
+
+async def baseline(stations: list[str], n: int) -> float:
+    tag = new_tag()
+    topics = Topics(f"bench-{tag}")
+    subscriber_id = f"bench-durable-{tag}"
+    progress = Progress()
+    consumer = aiomqtt.Client(*MOSQUITTO, identifier=subscriber_id, clean_session=False)
+    consumer._client.manual_ack_set(True)
+    with tempfile.TemporaryDirectory(prefix="bench-durable-") as tmp:
+        store = Store(Path(tmp))
+        await store.open()
+
+        async def consume() -> None:
+            taken = 0
+            messages = consumer.messages
+            while taken < n:
+                group = [await anext(messages)]
+                while len(messages):
+                    group.append(await anext(messages))
+                rows = {}
+                for message in group:
+                    assert isinstance(message.payload, bytes)
+                    rows[f"m/{taken}"] = json.dumps(json.loads(message.payload))
+                    taken += 1
+                await store.commit(rows)
+                for message in group:
+                    consumer._client.ack(message.mid, message.qos)
+                progress.update(taken)
+
+        try:
+            async with consumer, publisher(ENDPOINT, tag) as client:
+                for station in stations:
+                    await consumer.subscribe(topics.inbound(station, Inbound.MEASUREMENT), qos=1)
+                async with asyncio.timeout(PHASE_TIMEOUT_S), asyncio.TaskGroup() as tasks:
+                    began = time.perf_counter()
+                    tasks.create_task(consume())
+                    tasks.create_task(flood(client, messages_for(topics, stations, n), progress))
+                return n / (progress.seen_at - began)
+        finally:
+            await store.close()
+            await forget(ENDPOINT, subscriber_id)
+
+
+async def bridge(stations: list[str], n: int) -> float:
+    tag = new_tag()
+    progress = Progress()
+    counts: dict[str, int] = {}
+    with (
+        MesSimulator(wips=len(stations)) as sim,
+        tempfile.TemporaryDirectory(prefix="bench-ingest-") as data_dir,
+    ):
+        sim.set_faults(rate_limit_per_min=100_000)
+        config = BridgeConfig(
+            bridge_id=f"bench-{tag}",
+            data_dir=data_dir,
+            log_level="WARNING",
+            mqtt={"host": MOSQUITTO[0], "port": MOSQUITTO[1], "topic_prefix": f"bench-{tag}"},
+            mes={
+                "url": sim.url,
+                "username": "admin",
+                "password": "admin-pass",
+                "rate_limit": 100_000,
+            },
+            stations=[{"id": station} for station in stations],
+        )
+        topics = Topics(config.mqtt.topic_prefix)
+        started: set[str] = set()
+        all_started = asyncio.Event()
+        watcher = aiomqtt.Client(*MOSQUITTO, identifier=f"bench-watch-{tag}")
+
+        async def watch() -> None:
+            async for message in watcher.messages:
+                assert isinstance(message.payload, bytes)
+                if not message.payload:
+                    continue
+                body = json.loads(message.payload)
+                station = str(body.get("station_id"))
+                if message.topic.value.endswith("/status"):
+                    batches = body.get("active_batches") or []
+                    counts[station] = int(batches[0]["measurements"]) if batches else 0
+                    progress.update(sum(counts.values()))
+                elif message.topic.value == topics.result(station, ResultKind.STARTED):
+                    started.add(station)
+                    if len(started) == len(stations):
+                        all_started.set()
+
+        try:
+            async with watcher, publisher(ENDPOINT, tag) as client, running(config):
+                await watcher.subscribe(topics.status("+"), qos=1)
+                await watcher.subscribe(topics.results("+"), qos=1)
+                reading = asyncio.create_task(watch())
+                for station, wip in zip(stations, sim.wip_ids, strict=True):
+                    start = {"wip_id": wip, "process_id": 1, "operator_id": OPERATOR}
+                    body = json.dumps({**start, "batch_id": f"B-{station}"})
+                    await client.publish(topics.inbound(station, Inbound.START), body, qos=1)
+                await asyncio.wait_for(all_started.wait(), START_TIMEOUT_S * 4)
+                async with asyncio.timeout(PHASE_TIMEOUT_S):
+                    began = time.perf_counter()
+                    await flood(client, messages_for(topics, stations, n), progress)
+                    await progress.reach(n)
+                reading.cancel()
+                return n / (progress.seen_at - began)
+        finally:
+            retained = [topics.status(station) for station in stations]
+            retained.append(topics.availability(config.bridge_id))
+            await forget(ENDPOINT, config.client_id, retained=retained)
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    print(machine())
+    stations = [f"S{n:02d}" for n in range(args.stations)]
+    print(f"{args.messages} messages over {args.stations} stations")
+    print(f"{'run':>4} {'durable msg/s':>14} {'bridge msg/s':>13} {'bridge/durable':>15}")
+    ratios = []
+    for run in range(1, args.repeat + 1):
+        base = await baseline(stations, args.messages)
+        ours = await bridge(stations, args.messages)
+        ratios.append(ours / base)
+        print(f"{run:>4} {base:>14.0f} {ours:>13.0f} {ours / base:>15.3f}")
+    print(f"bridge/durable (median of the per-run ratios): {statistics.median(ratios):.3f}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--stations", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=3)
+    asyncio.run(main_async(parser.parse_args(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

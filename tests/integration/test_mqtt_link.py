@@ -1,0 +1,104 @@
+"""The bridge's MQTT link on the real Mosquitto: a burst of outcomes while connected all reach
+the tablet, in order; statuses only need their latest; the socket does not wait for Nagle."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import uuid
+from collections.abc import AsyncIterator, Sequence
+
+import aiomqtt
+import pytest
+
+from bridge import mqtt
+from bridge.config import MqttConfig
+from bridge.mqtt import MqttLink
+from bridge.topics import Received
+
+from .harness import MOSQUITTO, mosquitto_running
+
+pytestmark = pytest.mark.skipif(not mosquitto_running(), reason="Mosquitto is not running")
+
+
+async def ignore(_: Sequence[Received]) -> None:
+    return None
+
+
+async def nothing(_: bool) -> None:
+    return None
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def link(prefix: str) -> AsyncIterator[MqttLink]:
+    host, port = MOSQUITTO
+    config = MqttConfig(host=host, port=port, topic_prefix=prefix)
+    link = MqttLink(config, client_id=f"link-{prefix}", bridge_id=prefix, station_ids=["1"])
+    running = asyncio.create_task(link.run(ignore, on_connect=nothing))
+    async with asyncio.timeout(10):
+        await link.connected.wait()
+    yield link
+    running.cancel()
+    await asyncio.wait({running})
+
+
+async def listen(prefix: str, count: int, received: list[tuple[str, int]]) -> None:
+    host, port = MOSQUITTO
+    async with aiomqtt.Client(host, port, identifier=f"tablet-{prefix}") as tablet:
+        await tablet.subscribe(f"{prefix}/station/#", qos=1)
+        async for message in tablet.messages:
+            assert isinstance(message.payload, bytes)
+            received.append((message.topic.value, json.loads(message.payload)["n"]))
+            if len(received) == count:
+                return
+
+
+async def test_a_burst_of_outcomes_while_connected_is_never_dropped(
+    link: MqttLink, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ten times what the queue keeps while the broker is away, handed over at once.
+    monkeypatch.setattr(mqtt, "_QUEUE_LIMIT", 100)
+    received: list[tuple[str, int]] = []
+    listener = asyncio.create_task(listen(prefix, 1000, received))
+    await asyncio.sleep(0.5)  # the tablet subscribes
+    for n in range(1000):
+        link.publish(f"{prefix}/station/1/result/started", {"n": n})
+    async with asyncio.timeout(20):
+        await listener
+    assert [n for _, n in received] == list(range(1000))
+    assert link.dropped == 0
+
+
+async def test_statuses_waiting_together_go_out_as_the_latest_only(
+    link: MqttLink, prefix: str
+) -> None:
+    received: list[tuple[str, int]] = []
+    listener = asyncio.create_task(listen(prefix, 2, received))
+    await asyncio.sleep(0.5)
+    topic = f"{prefix}/station/1/status"
+    try:
+        # Handed over within one step of the loop: none can have gone out before the last.
+        for n in range(500):
+            link.publish(topic, {"n": n}, retain=True)
+        link.publish(f"{prefix}/station/1/result/started", {"n": -1})
+        async with asyncio.timeout(10):
+            await listener
+        assert received == [(f"{prefix}/station/1/result/started", -1), (topic, 499)]
+    finally:
+        host, port = MOSQUITTO
+        async with aiomqtt.Client(host, port) as cleaner:
+            await cleaner.publish(topic, b"", qos=1, retain=True)
+
+
+async def test_the_bridge_socket_has_nagle_off(prefix: str) -> None:
+    host, port = MOSQUITTO
+    async with mqtt._Client(host, port, identifier=f"nodelay-{prefix}") as client:
+        sock = client._client.socket()
+        assert isinstance(sock, socket.socket)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
