@@ -530,6 +530,7 @@ class Run:
             self.log.started = time.monotonic()  # the plan's moments count from here
             started = time.monotonic()
             async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.lost_answers())
                 chaos = [
                     tasks.create_task(self.bridge_lives(kills)),
                     tasks.create_task(self.broker_restarts(window)),
@@ -537,9 +538,8 @@ class Run:
                 ]
                 await self.drive(plans)
                 self.log("every station message is sent")
-                await asyncio.gather(*chaos[:2])
+                await asyncio.gather(*chaos)
                 self.chaos_over.set()
-                await chaos[2]
             self.log("the chaos is over: draining")
             await self.drain(started)
         finally:
@@ -620,9 +620,12 @@ class Run:
         for i, kill in enumerate(kills):
             self.figures.kills += 1
             aim = armed(kill)
+            # A life is long enough to connect and work (and, aimed, to reach its seam).
+            shortest = (1.5 if self.options.quick else 3.0) * (3 if aim else 1)
+            until = max(kill.at, self.log.now() + shortest)
             if aim is not None:
                 self.figures.aimed_kills += 1
-                code = await self.bridge.wait_exit(kill.at - self.log.now())
+                code = await self.bridge.wait_exit(until - self.log.now())
                 if code is not None and code != -signal.SIGKILL:
                     raise RuntimeError(f"the bridge exited with {code}: see bridge.log")
                 if code is None:
@@ -632,7 +635,7 @@ class Run:
                     self.figures.aimed_fired += 1
                     self.log(f"the bridge killed itself at {aim}")
             else:
-                await self.until(kill.at)
+                await self.until(until)
                 if not self.bridge.alive:
                     raise RuntimeError(f"the bridge died by itself: see {self.dir / 'bridge.log'}")
                 await self.bridge.kill()
@@ -657,25 +660,24 @@ class Run:
             self.figures.broker_restarts += 1
 
     async def mes_faults(self, window: float) -> None:
-        """Outages and 5xx bursts at their moments; between them, about `lost_answers` of the
-        MES's answers are lost (drop_response, one request at a time)."""
-        events = [(t, "outage") for t in spread(self.options.outages, window, self.rng)]
-        events += [(t, "burst") for t in spread(self.options.bursts, window, self.rng)]
-        events.sort()
+        """Outages and 5xx bursts, each at its moment."""
+        events = [(t, self.outage) for t in spread(self.options.outages, window, self.rng)]
+        events += [(t, self.burst) for t in spread(self.options.bursts, window, self.rng)]
+        for moment, fault in sorted(events, key=lambda event: event[0]):
+            await self.until(moment)
+            await fault()
+
+    async def lost_answers(self) -> None:
+        """About `lost_answers` of the MES's answers are lost (drop_response, one at a time)
+        until the chaos is over, except while another fault holds the MES."""
         next_drop = self.next_drop(0)
         while not self.chaos_over.is_set():
-            if events and events[0][0] <= self.log.now():
-                _, kind = events.pop(0)
-                await (self.outage() if kind == "outage" else self.burst())
-                continue
             requests = self.sim.ledger()["requests"]
             if requests >= next_drop and self.sim.faults()["mode"] == "ok":
                 self.sim.set_faults(mode="drop_response", times=1)
                 next_drop = self.next_drop(requests)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.chaos_over.wait(), 0.2)
-        if events:
-            self.log(f"{len(events)} MES fault(s) not reached before the stations were done")
         self.sim.set_faults(mode="ok")
 
     def next_drop(self, requests: int) -> float:
