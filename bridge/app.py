@@ -24,6 +24,7 @@ from devices import GaugeReader
 from .broker import EmbeddedBroker, EmbeddedBrokerError, is_loopback
 from .config import BridgeConfig, MqttConfig
 from .deliveries import Deliveries
+from .faults import Faults
 from .gauges import GaugeEvents
 from .lifecycle import Lifecycle
 from .mes import MesClient
@@ -53,12 +54,22 @@ async def _broker(config: MqttConfig) -> AsyncIterator[MqttConfig]:
         yield config.model_copy(update={"port": broker.port})
 
 
-async def run_bridge(config: BridgeConfig, *, ready: asyncio.Event | None = None) -> None:
-    """Run until cancelled (SIGTERM and SIGINT cancel it in `main`)."""
+async def run_bridge(
+    config: BridgeConfig, *, ready: asyncio.Event | None = None, faults: Faults | None = None
+) -> None:
+    """Run until cancelled (SIGTERM and SIGINT cancel it in `main`). `faults`: seams a test
+    armed; by default those of `STATION_BRIDGE_FAULTS` (none, unless a test set it)."""
     store = Store(config.store_dir)
+    faults = faults or Faults.from_env()
     async with _broker(config.mqtt) as mqtt, MesClient(config.mes) as mes:
-        link = MqttLink(mqtt, client_id=config.client_id, bridge_id=config.bridge_id)
-        state = State(config, store=store, publish=link.publish, clock=utc_now)
+        link = MqttLink(mqtt, client_id=config.client_id, bridge_id=config.bridge_id, faults=faults)
+        state = State(config, store=store, publish=link.publish, clock=utc_now, faults=faults)
+
+        async def connected(session_present: bool) -> None:
+            # An embedded broker starts empty with the bridge: no session to lose.
+            persistent = not config.mqtt.embedded
+            await state.broker_connected(session_present=session_present, persistent=persistent)
+
         try:
             await state.load()
             deliveries = Deliveries(config, state, mes=mes, clock=utc_now)
@@ -66,7 +77,7 @@ async def run_bridge(config: BridgeConfig, *, ready: asyncio.Event | None = None
             gauges = GaugeEvents(lifecycle, topics=Topics(mqtt.topic_prefix), publish=link.publish)
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(
-                    link.run(lifecycle.handle, on_connect=state.publish_all_status),
+                    link.run(lifecycle.handle, on_connect=connected),
                     name="mqtt",
                 )
                 tasks.create_task(deliveries.dispatcher.run(), name="dispatcher")

@@ -155,6 +155,11 @@ class StationConfig(_Section):
     limits: dict[Annotated[int, Field(ge=1, le=100)], dict[str, Limit]] = Field(
         default_factory=dict, description="process number -> measurement name -> limit"
     )
+    max_clock_skew_s: PositiveFloat = Field(
+        default=30.0,
+        description="a station time further ahead of the bridge's clock than this is replaced "
+        "by the time the bridge received the message (the station's is kept in the notes)",
+    )
 
 
 class OutboxConfig(_Section):

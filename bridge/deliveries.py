@@ -28,7 +28,7 @@ from .mes import (
 from .outbox import Change, Entry, new_entry
 from .outcomes import LIVE_EVENT, OFFLINE_EVENT, Event
 from .problems import Problem, ProblemCode
-from .state import State, entry_ids
+from .state import State, Transaction, entry_ids
 
 
 class Deliveries:
@@ -62,10 +62,14 @@ class Deliveries:
     def wake(self, wip_id: str) -> None:
         self.dispatcher.wake(wip_id)
 
+    def _current(self, entry: Entry) -> Entry:
+        """The entry as stored: the lane's copy may be behind (an announcement made meanwhile)."""
+        return self._state.outbox.get(entry.seq) or entry
+
     async def attempt_starting(self, entry: Entry) -> Entry | None:
         """The entry, marked as under way on disk; None when it was cancelled meanwhile (its
         batch aborted before the attempt)."""
-        async with self._state.lock:
+        async with self._state.transaction() as tx:
             current = self._state.outbox.get(entry.seq)
             if current is None:
                 return None
@@ -76,39 +80,40 @@ class Deliveries:
                     "maybe_applied": current.maybe_applied or current.in_flight,
                 }
             )
-            await self._state.write(Change(entries=[started]))
+            tx.stage(Change(entries=[started]))
         return started
 
     async def delivered(self, entry: Entry, answer: Answer, wip_status: WipStatus | None) -> None:
-        async with self._state.lock:
-            entry = self._state.current(entry)
+        async with self._state.transaction() as tx:
+            entry = self._current(entry)
             change = Change(dropped_entries=[entry])
             follow_up = self._auto_convert(entry, wip_status)
             if follow_up is not None:
                 change.entries.append(follow_up)
-            await self._state.write(change)
-        fields = {**entry_ids(entry), "wip_status": wip_status}
-        if isinstance(answer, Completion):
-            fields["can_convert"] = answer.can_convert
-            fields["mes_result"] = str(answer.sent_result)
-        elif wip_status is not None:
-            fields["can_convert"] = wip_status is WipStatus.COMPLETED
-        if isinstance(answer, Serial):
-            fields["serial_number"] = answer.serial_number
-        if entry.announced:
-            self._state.result(entry.station_id, Event.SYNCED, action=entry.action, **fields)
-        if entry.action == "convert":
-            self._state.result(entry.station_id, Event.SERIAL_CREATED, **fields)
-        elif not entry.announced:
-            self._state.result(entry.station_id, LIVE_EVENT[entry.action], **fields)
-        if follow_up is not None:
-            self.watch_answer(follow_up)
-            self.wake(follow_up.wip_id)
-        self._state.publish_all_status()  # the outbox counts changed
+            tx.stage(change)
+            fields = {**entry_ids(entry), "wip_status": wip_status}
+            if isinstance(answer, Completion):
+                fields["can_convert"] = answer.can_convert
+                fields["mes_result"] = str(answer.sent_result)
+            elif wip_status is not None:
+                fields["can_convert"] = wip_status is WipStatus.COMPLETED
+            if isinstance(answer, Serial):
+                fields["serial_number"] = answer.serial_number
+            if entry.announced:
+                tx.result(entry.station_id, Event.SYNCED, action=entry.action, **fields)
+            if entry.action == "convert":
+                tx.result(entry.station_id, Event.SERIAL_CREATED, **fields)
+            elif not entry.announced:
+                tx.result(entry.station_id, LIVE_EVENT[entry.action], **fields)
+            if follow_up is not None:
+                converting = follow_up
+                tx.after_commit(lambda: self.watch_answer(converting))
+                tx.after_commit(lambda: self.wake(converting.wip_id))
+            tx.publish_all_status()  # the outbox counts changed
 
     async def deferred(self, entry: Entry, error: MesError, at: datetime) -> None:
-        async with self._state.lock:
-            entry = self._state.current(entry)
+        async with self._state.transaction() as tx:
+            entry = self._current(entry)
             waiting = entry.model_copy(
                 update={
                     "in_flight": False,
@@ -124,33 +129,35 @@ class Deliveries:
                 for other in self._state.outbox.pending()
                 if other.wip_id == entry.wip_id and other.seq != entry.seq and not other.announced
             ]
-            await self._state.write(Change(entries=[waiting, *behind]))
-        news = [entry] if not entry.announced else []
-        self._tell_queued([*news, *behind], error)
-        self._state.publish_all_status()  # the outbox counts changed
+            tx.stage(Change(entries=[waiting, *behind]))
+            news = [entry] if not entry.announced else []
+            self._tell_queued(tx, [*news, *behind], error)
+            tx.publish_all_status()  # the outbox counts changed
 
     async def gave_up(self, entry: Entry, error: MesError) -> None:
         now = self._clock()
         reason = error.to_dict()
-        async with self._state.lock:
-            entry = self._state.current(entry)
+        async with self._state.transaction() as tx:
+            entry = self._current(entry)
             dead = [_dead(entry, reason, now)]
             blocked = Problem(ProblemCode.BLOCKED, f"{entry.describe()} was refused: {error}")
             dependents = self._state.outbox.same_batch_after(entry)
             dead += [_dead(other, blocked.to_dict(), now) for other in dependents]
             change = Change(entries=dead)
-            ended = self._state.batches.get(entry.batch_id or "")
+            ended = next(
+                (b for b in self._state.batches.values() if b.uid == entry.batch_uid), None
+            )
             if entry.action == "start" and ended is not None:
                 change.dropped_batches.append(ended)  # a refused 착공: the batch ends
-            await self._state.write(change)
-        refused: list[tuple[Entry, MesError | Problem]] = [(entry, error)]
-        refused += [(other, blocked) for other in dependents]
-        for item, why in refused:
-            ids = {"action": item.action, **entry_ids(item)}
-            self._state.error(item.station_id, why, **ids)
-            if item.announced:  # the tablet was told it is queued: close that story too
-                self._state.result(item.station_id, Event.SYNC_FAILED, error=why.to_dict(), **ids)
-        self._state.publish_all_status()  # the outbox counts changed
+            tx.stage(change)
+            refused: list[tuple[Entry, MesError | Problem]] = [(entry, error)]
+            refused += [(other, blocked) for other in dependents]
+            for item, why in refused:
+                ids = {"action": item.action, **entry_ids(item)}
+                tx.error(item.station_id, why, **ids)
+                if item.announced:  # the tablet was told it is queued: close that story too
+                    tx.result(item.station_id, Event.SYNC_FAILED, error=why.to_dict(), **ids)
+            tx.publish_all_status()  # the outbox counts changed
 
     def watch_answer(self, entry: Entry) -> None:
         """If the first attempt has not answered within `outbox.answer_within_s`, tell the
@@ -166,20 +173,19 @@ class Deliveries:
         asyncio.get_running_loop().call_later(self._config.outbox.answer_within_s, check)
 
     async def _announce_slow(self, seq: int) -> None:
-        async with self._state.lock:
+        async with self._state.transaction() as tx:
             current = self._state.outbox.get(seq)
             if current is None or current.dead or current.announced:
                 return  # the answer came meanwhile
             announced = current.model_copy(update={"announced": True})
-            await self._state.write(Change(entries=[announced]))
-        self._tell_queued(
-            [announced], MesError(MesErrorCode.TIMEOUT, detail="no answer from the MES yet")
-        )
+            tx.stage(Change(entries=[announced]))
+            slow = MesError(MesErrorCode.TIMEOUT, detail="no answer from the MES yet")
+            self._tell_queued(tx, [announced], slow)
 
-    def _tell_queued(self, entries: list[Entry], reason: MesError) -> None:
+    def _tell_queued(self, tx: Transaction, entries: list[Entry], reason: MesError) -> None:
         for entry in entries:
             event = OFFLINE_EVENT[entry.action]
-            self._state.result(entry.station_id, event, reason=reason.to_dict(), **entry_ids(entry))
+            tx.result(entry.station_id, event, reason=reason.to_dict(), **entry_ids(entry))
 
     def _auto_convert(self, entry: Entry, wip_status: WipStatus | None) -> Entry | None:
         request = entry.request
@@ -195,16 +201,13 @@ class Deliveries:
         convert = ConvertToSerial(
             wip_id=request.wip_id, operator_id=request.operator_id, notes="auto: all processes PASS"
         )
-        return new_entry(
-            self._state.outbox,
-            convert,
-            station_id=entry.station_id,
-            batch_id=entry.batch_id,
-            now=self._clock(),
+        made = new_entry(
+            self._state.outbox, convert, station_id=entry.station_id, batch=None, now=self._clock()
         )
+        return made.model_copy(update={"batch_id": entry.batch_id, "batch_uid": entry.batch_uid})
 
     def mes_state_changed(self, state: MesState) -> None:
-        self._state.mes_state = state
+        self._state.mes_state = str(state)
         self._state.publish_all_status()
 
 

@@ -1,6 +1,7 @@
 """The stations' side of the state: what a tablet, a PLC or a gauge sends becomes batches and
 MES requests in the outbox (pure decisions from `station.py` and `results.py`, written through
-`State`).
+`State`). A message the broker delivers again after its effect was committed is answered as
+before, not applied twice (`redelivery.py`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from . import redelivery
 from .config import StationConfig
 from .deliveries import Deliveries
 from .mes import CompleteProcess, ConvertToSerial, StartProcess
@@ -26,7 +28,7 @@ from .outbox import Change, new_entry
 from .outcomes import OFFLINE_EVENT, Event
 from .problems import Problem, ProblemCode
 from .results import Measured
-from .state import State, batch_ids, entry_ids
+from .state import State, Transaction, batch_ids, entry_ids
 from .station import Batch, close_batch, open_batch, record, select_batch
 from .store import StoreError
 from .topics import Inbound, Received, Topics
@@ -41,29 +43,46 @@ class Lifecycle:
         deliveries: Deliveries,
         *,
         new_batch_id: Callable[[], str] = lambda: uuid.uuid4().hex[:12],
+        new_uid: Callable[[], str] = lambda: uuid.uuid4().hex,
     ) -> None:
         self._state = state
         self._config = state.config
         self._deliveries = deliveries
         self._new_batch_id = new_batch_id
+        self._new_uid = new_uid
         self._topics = Topics(state.config.mqtt.topic_prefix)
 
     async def handle(self, messages: Sequence[Received]) -> None:
         """MQTT messages that arrived together, in order. Returns once all their effects are on
         disk, in one commit: then they may be acknowledged."""
         try:
-            async with self._state.together():
+            redelivered = [redelivery.record_key(m) for m in messages if m.redelivered]
+            records = await self._state.store.read(key for key in redelivered if key)
+            async with self._state.transaction() as tx:
                 for message in messages:
-                    try:
-                        self._one(message)
-                    except Exception:  # a bug: it must not cost the other messages their work
-                        _log.exception("handling a message on %s failed", message.topic)
+                    self._recorded(tx, message, records)
         except StoreError as error:
             _log.error("not saved: %s", error)
             for message in messages:
                 self._not_saved(message, error)
 
-    def _one(self, message: Received) -> None:
+    def _recorded(self, tx: Transaction, message: Received, records: dict[str, str]) -> None:
+        """One message, and the record that it was applied (in the same commit)."""
+        key = redelivery.record_key(message)
+        before = redelivery.answered_before(message, records.get(key or ""))
+        if before is not None:
+            _log.info("a message on %s was delivered again: answered as before", message.topic)
+            tx.republish(before)
+            return
+        mark = len(tx.answers)
+        try:
+            self._one(tx, message)
+        except Exception:  # a bug: it must not cost the other messages their work
+            _log.exception("handling a message on %s failed", message.topic)
+        if key is not None:
+            tx.put(key, redelivery.handled(message, tx.answers[mark:]))
+
+    def _one(self, tx: Transaction, message: Received) -> None:
         parsed = self._topics.parse(message.topic)
         if parsed is None:
             _log.warning("ignored a message on %s: not a station topic", message.topic)
@@ -72,26 +91,26 @@ class Lifecycle:
         station = self._config.station(station_id)
         if station is None:
             unknown = Problem(ProblemCode.UNKNOWN_STATION, f"no station {station_id!r}")
-            self._state.error(station_id, unknown, topic=kind.value)
+            tx.error(station_id, unknown, topic=kind.value)
             return
         if message.retained:
             # Replaying it would start a batch again, or add a stale reading to a new one.
             _log.warning("ignored a retained message on %s", message.topic)
-            self._state.error(station_id, Problem(ProblemCode.RETAINED), topic=kind.value)
+            tx.error(station_id, Problem(ProblemCode.RETAINED), topic=kind.value)
             return
         payload = self._parse(kind, message)
         if isinstance(payload, Problem):
-            self._state.error(station_id, payload, topic=kind.value)
+            tx.error(station_id, payload, topic=kind.value)
         elif isinstance(payload, BatchStart):
-            self._start(station, payload)
+            self._start(tx, station, payload)
         elif isinstance(payload, MeasurementIn):
-            self._measure(station, payload)
+            self._measure(tx, station, payload)
         elif isinstance(payload, BatchComplete):
-            self._complete(station, payload)
+            self._complete(tx, station, payload)
         elif isinstance(payload, BatchAbort):
-            self._abort(station, payload)
+            self._abort(tx, station, payload)
         else:
-            self._convert(station, payload)
+            self._convert(tx, station, payload)
 
     def _parse(self, kind: Inbound, message: Received) -> Payload | Problem:
         return parse_payload(kind, message.payload, max_bytes=self._config.mqtt.max_message_bytes)
@@ -116,44 +135,44 @@ class Lifecycle:
         one (the batch it went into is returned)."""
         updated: Batch | None = None
         try:
-            async with self._state.together():
+            async with self._state.transaction() as tx:
                 batch = select_batch(self._state.batches.values(), station_id, None)
                 if not isinstance(batch, Problem):
                     updated = record(batch, values)
-                    self._state.stage(Change(measured=[(updated, list(values))]))
+                    tx.stage(Change(measured=[(updated, list(values))]))
+                    tx.status_soon(station_id)
         except StoreError as error:
             _log.error("reading not saved: %s", error)
             problem = Problem(ProblemCode.STORAGE_FAILED, str(error))
             self._state.error(station_id, problem, batch_id=updated.batch_id if updated else None)
             return None
-        if updated is not None:
-            self._state.status_soon(station_id)
         return updated
 
     def gauge_problem(self, station_id: str, error: dict[str, Any], **fields: Any) -> None:
         """A gauge's overload or error, told to the station's tablet."""
         self._state.result(station_id, Event.SEQUENCE_ERROR, error=error, **fields)
 
-    def _start(self, station: StationConfig, start: BatchStart) -> None:
+    def _start(self, tx: Transaction, station: StationConfig, start: BatchStart) -> None:
         ids = {"wip_id": start.wip_id, "process_id": start.process_id, "batch_id": start.batch_id}
         repeated = self._state.batches.get(start.batch_id or "")
         if repeated and (repeated.wip_id, repeated.process) == (start.wip_id, start.process_id):
-            _log.info("batch %s: the same start again (a redelivery?): ignored", start.batch_id)
+            _log.info("batch %s: the same start again: ignored", start.batch_id)
             return
         pending = self._state.outbox.pending_count()
         if pending >= self._config.outbox.max_pending:
             detail = f"{pending} requests wait for the MES"
-            self._state.error(station.id, Problem(ProblemCode.OUTBOX_FULL, detail), **ids)
+            tx.error(station.id, Problem(ProblemCode.OUTBOX_FULL, detail), **ids)
             return
         batch = open_batch(
             self._state.batches.values(),
             station,
             start,
             batch_id=start.batch_id or self._new_batch_id(),
+            uid=self._new_uid(),
             now=self._state.clock(),
         )
         if isinstance(batch, Problem):
-            self._state.error(station.id, batch, **ids)
+            tx.error(station.id, batch, **ids)
             return
         request = StartProcess(
             wip_id=batch.wip_id,
@@ -162,62 +181,55 @@ class Lifecycle:
             started_at=batch.started_at,
             equipment_id=batch.equipment_id,
         )
-        self._enqueue(request, station.id, batch, Change(batches=[batch]))
+        self._enqueue(tx, request, station.id, batch, Change(batches=[batch]), batch.clock_note)
 
-    def _measure(self, station: StationConfig, message: MeasurementIn) -> None:
+    def _measure(self, tx: Transaction, station: StationConfig, message: MeasurementIn) -> None:
         batch = select_batch(self._state.batches.values(), station.id, message.batch_id)
         if isinstance(batch, Problem):
-            self._state.error(station.id, batch, batch_id=message.batch_id)
+            tx.error(station.id, batch, batch_id=message.batch_id)
             return
         values = message.values()
         updated = record(batch, values, defects=message.defects)
-        self._state.stage(Change(measured=[(updated, list(values))]))
-        self._state.status_soon(station.id)
+        tx.stage(Change(measured=[(updated, list(values))]))
+        tx.status_soon(station.id)
 
-    def _complete(self, station: StationConfig, message: BatchComplete) -> None:
+    def _complete(self, tx: Transaction, station: StationConfig, message: BatchComplete) -> None:
         batch = select_batch(self._state.batches.values(), station.id, message.batch_id)
         if isinstance(batch, Problem):
-            self._state.error(station.id, batch, batch_id=message.batch_id)
+            tx.error(station.id, batch, batch_id=message.batch_id)
             return
-        request = close_batch(batch, message, station, now=self._state.clock())
-        if isinstance(request, Problem):
-            self._state.error(station.id, request, **batch_ids(batch))
-            return
-        self._enqueue(request, station.id, batch, Change(dropped_batches=[batch]))
+        request, note = close_batch(batch, message, station, now=self._state.clock())
+        self._enqueue(tx, request, station.id, batch, Change(dropped_batches=[batch]), note)
 
-    def _abort(self, station: StationConfig, message: BatchAbort) -> None:
+    def _abort(self, tx: Transaction, station: StationConfig, message: BatchAbort) -> None:
         batch = select_batch(self._state.batches.values(), station.id, message.batch_id)
         if isinstance(batch, Problem):
-            self._state.error(station.id, batch, batch_id=message.batch_id)
+            tx.error(station.id, batch, batch_id=message.batch_id)
             return
         # A 착공 not yet tried need not reach the MES at all; one already tried may be there.
-        unsent = [
-            entry
-            for entry in self._state.outbox.pending()
-            if entry.batch_id == batch.batch_id and entry.attempts == 0
-        ]
-        self._state.stage(Change(dropped_batches=[batch], dropped_entries=unsent))
+        unsent = self._state.outbox.unattempted(batch.uid)
+        tx.stage(Change(dropped_batches=[batch], dropped_entries=unsent))
         _log.info("batch %s aborted: %s", batch.batch_id, message.reason)
-        self._state.result(
-            station.id, Event.BATCH_ABORTED, reason=message.reason, **batch_ids(batch)
-        )
+        tx.result(station.id, Event.BATCH_ABORTED, reason=message.reason, **batch_ids(batch))
         if unsent:
-            self._state.publish_all_status()  # the outbox counts changed
+            tx.publish_all_status()  # the outbox counts changed
         else:
-            self._state.status_soon(station.id)
+            tx.status_soon(station.id)
 
-    def _convert(self, station: StationConfig, message: WipConvert) -> None:
+    def _convert(self, tx: Transaction, station: StationConfig, message: WipConvert) -> None:
         request = ConvertToSerial(
             wip_id=message.wip_id, operator_id=message.operator_id, notes=message.notes
         )
-        self._enqueue(request, station.id, None, Change())
+        self._enqueue(tx, request, station.id, None, Change(), None)
 
     def _enqueue(
         self,
+        tx: Transaction,
         request: StartProcess | CompleteProcess | ConvertToSerial,
         station_id: str,
         batch: Batch | None,
         change: Change,
+        note: str | None,
     ) -> None:
         """Write the request to the outbox (with the batch's change, in one transaction), then
         tell the tablet at once if it can only be queued, else let the first attempt decide."""
@@ -226,15 +238,16 @@ class Lifecycle:
             self._state.outbox,
             request,
             station_id=station_id,
-            batch_id=batch.batch_id if batch else None,
+            batch=batch,
             now=self._state.clock(),
             announced=queued,
+            note=note,
         )
         change.entries.append(entry)
-        self._state.stage(change)
+        tx.stage(change)
         if queued:
-            self._state.result(station_id, OFFLINE_EVENT[entry.action], **entry_ids(entry))
+            tx.result(station_id, OFFLINE_EVENT[entry.action], **entry_ids(entry))
         else:
-            self._state.after_commit(lambda: self._deliveries.watch_answer(entry))
-        self._state.after_commit(lambda: self._deliveries.wake(request.wip_id))
-        self._state.publish_all_status()  # the outbox counts changed
+            tx.after_commit(lambda: self._deliveries.watch_answer(entry))
+        tx.after_commit(lambda: self._deliveries.wake(request.wip_id))
+        tx.publish_all_status()  # the outbox counts changed

@@ -27,6 +27,9 @@ class Entry(BaseModel):
     request: MesRequest
     station_id: str
     batch_id: str | None = None
+    # The batch's own identity: batch ids are unique only among active batches (a rework may
+    # reuse one), so entries of one batch are found by this, never by `batch_id`.
+    batch_uid: str | None = None
     enqueued_at: UtcDatetime
     attempts: int = 0
     # An attempt was under way (or its answer was lost): the MES may hold the request already,
@@ -40,6 +43,9 @@ class Entry(BaseModel):
     announced: bool = False
     dead_at: UtcDatetime | None = None
     dead_reason: dict[str, Any] | None = None
+    # Something the tablet should know about how the request was made (a station clock that was
+    # ahead of the bridge's): carried on its outcomes.
+    note: str | None = None
 
     @property
     def wip_id(self) -> str:
@@ -137,12 +143,13 @@ class Outbox:
         for entry in change.entries:
             self._entries[entry.seq] = entry
 
-    def snapshot(self) -> dict[int, Entry]:
-        return dict(self._entries)
-
-    def restore(self, entries: dict[int, Entry]) -> None:
-        """Back to a snapshot (a change that did not reach the disk)."""
-        self._entries = dict(entries)
+    def put(self, seq: int, entry: Entry | None) -> None:
+        """Set (or, with None, remove) one entry as it was: undoing a change that did not reach
+        the disk."""
+        if entry is None:
+            self._entries.pop(seq, None)
+        else:
+            self._entries[seq] = entry
 
     def __iter__(self) -> Iterator[Entry]:
         return iter(sorted(self._entries.values(), key=lambda entry: entry.seq))
@@ -177,12 +184,20 @@ class Outbox:
 
     def same_batch_after(self, entry: Entry) -> list[Entry]:
         """Later pending entries of the same batch: they depend on this one."""
-        if entry.batch_id is None:
+        if entry.batch_uid is None:
             return []
         return [
             other
             for other in self
-            if not other.dead and other.seq > entry.seq and other.batch_id == entry.batch_id
+            if not other.dead and other.seq > entry.seq and other.batch_uid == entry.batch_uid
+        ]
+
+    def unattempted(self, batch_uid: str) -> list[Entry]:
+        """Pending entries of this batch that were never tried: the MES knows nothing of them."""
+        return [
+            entry
+            for entry in self
+            if not entry.dead and entry.batch_uid == batch_uid and entry.attempts == 0
         ]
 
 
@@ -214,15 +229,18 @@ def new_entry(
     request: MesRequest,
     *,
     station_id: str,
-    batch_id: str | None,
+    batch: Batch | None,
     now: datetime,
     announced: bool = False,
+    note: str | None = None,
 ) -> Entry:
     return Entry(
         seq=outbox.new_seq(),
         request=request,
         station_id=station_id,
-        batch_id=batch_id,
+        batch_id=batch.batch_id if batch else None,
+        batch_uid=batch.uid if batch else None,
         enqueued_at=now,
         announced=announced,
+        note=note,
     )

@@ -1,9 +1,13 @@
-"""The bridge's state — the stations' active batches and the outbox — and how a change to it
-happens: to disk first, then to memory, then out on the result topics.
+"""The bridge's state — the stations' active batches and the outbox — and the one way it changes:
+a `Transaction`, to disk first, then to memory, then out on the result topics.
 
-Inbound messages and the dispatcher's delivery reports change it one at a time (`lock`), so that
-a decision always sees the state the previous one left. MQTT messages that arrive together change
-it as a group (`together`): one commit (one fsync) for all of them, before any is acknowledged.
+Everything that changes the state (inbound messages, gauge readings, the dispatcher's delivery
+reports) does so inside `State.transaction()`, one at a time, so that a decision always sees the
+state the previous one left. MQTT messages that arrive together share one transaction: one commit
+(one fsync) for all of them, before any is acknowledged.
+
+A commit that has started is awaited to its end even when the task is cancelled (a broken broker
+link, SIGTERM): the worker thread finishes it regardless, and memory must end up as the disk is.
 """
 
 from __future__ import annotations
@@ -12,40 +16,107 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from . import redelivery
 from .config import BridgeConfig
-from .dispatcher import MesState
+from .faults import FaultPoint, Faults
 from .mes import CompleteProcess, MesError, StartProcess
 from .mes.models import format_utc
 from .outbox import NEXT_SEQ_KEY, Change, Entry, Outbox, load_state
 from .outcomes import TOPIC, Event, outcome
 from .problems import Problem
 from .station import Batch
-from .store import Store
+from .store import Store, StoreError
 from .topics import Topics
 
 _log = logging.getLogger(__name__)
 
 _STATUS_DELAY_S = 0.1
+_BROKER_SESSION_KEY = "meta/broker_session"
 
-
-@dataclass
-class _Group:
-    """What a group of messages did, until it is on disk: the state to go back to, the writes,
-    and what to publish or wake after the commit."""
-
-    owner: asyncio.Task[Any] | None
-    batches: dict[str, Batch]
-    entries: dict[int, Entry]
-    writes: dict[str, str | None] = field(default_factory=dict)
-    effects: list[Callable[[], None]] = field(default_factory=list)
+Answer = tuple[str, dict[str, Any]]  # (topic, payload) of one outcome
 
 
 class Publish(Protocol):
     def __call__(self, topic: str, payload: dict[str, Any], *, retain: bool = False) -> None: ...
+
+
+class Transaction:
+    """One change of the state in progress. Memory changes at once (the next decision within
+    the transaction sees it), the disk at the end in one commit, and what it publishes or wakes
+    only after that. `answers` are the outcomes it will publish, in order."""
+
+    def __init__(self, state: State) -> None:
+        self._state = state
+        self.writes: dict[str, str | None] = {}
+        self.answers: list[Answer] = []
+        self._effects: list[Callable[[], None]] = []
+        # What memory held before this transaction touched it: enough to undo it (None: absent).
+        self._old_batches: dict[str, Batch | None] = {}
+        self._old_entries: dict[int, Entry | None] = {}
+
+    def stage(self, change: Change) -> None:
+        state = self._state
+        self.writes.update(change.writes())
+        if change.entries:
+            self.writes[NEXT_SEQ_KEY] = str(state.outbox.next_seq)
+        for entry in [*change.entries, *change.dropped_entries]:
+            self._old_entries.setdefault(entry.seq, state.outbox.get(entry.seq))
+        for batch in [*change.updated_batches(), *change.dropped_batches]:
+            self._old_batches.setdefault(batch.batch_id, state.batches.get(batch.batch_id))
+        state.outbox.apply(change)
+        for batch in change.dropped_batches:
+            state.batches.pop(batch.batch_id, None)
+        for batch in change.updated_batches():
+            state.batches[batch.batch_id] = batch
+
+    def put(self, key: str, value: str | None) -> None:
+        """A row of the bridge's own bookkeeping, written in the same commit."""
+        self.writes[key] = value
+
+    def result(self, station_id: str, event: Event, **fields: Any) -> None:
+        state = self._state
+        topic = state.topics.result(station_id, TOPIC[event])
+        self.republish([(topic, state.outcome(event, station_id, fields))])
+
+    def error(self, station_id: str, error: Problem | MesError, **fields: Any) -> None:
+        _log.info("station %s: %s %s", station_id, error.to_dict()["code"], fields)
+        self.result(station_id, Event.SEQUENCE_ERROR, error=error.to_dict(), **fields)
+
+    def republish(self, answers: list[Answer]) -> None:
+        """Outcomes to publish as they are (a redelivered message's answers, as before)."""
+        self.answers.extend(answers)
+        self._effects.append(lambda: self._publish_all(answers))
+
+    def _publish_all(self, answers: list[Answer]) -> None:
+        for topic, payload in answers:
+            self._state.publish(topic, payload)
+
+    def after_commit(self, effect: Callable[[], None]) -> None:
+        self._effects.append(effect)
+
+    def status_soon(self, station_id: str) -> None:
+        self._effects.append(lambda: self._state.status_soon(station_id))
+
+    def publish_all_status(self) -> None:
+        """Every station's status (shared counts changed)."""
+        self._effects.append(self._state.publish_all_status)
+
+    def _undo(self) -> None:
+        state = self._state
+        for seq, entry in self._old_entries.items():
+            state.outbox.put(seq, entry)
+        for batch_id, batch in self._old_batches.items():
+            if batch is None:
+                state.batches.pop(batch_id, None)
+            else:
+                state.batches[batch_id] = batch
+
+    def _run_effects(self) -> None:
+        for effect in self._effects:
+            effect()
 
 
 class State:
@@ -56,97 +127,119 @@ class State:
         store: Store,
         publish: Publish,
         clock: Callable[[], datetime],
+        faults: Faults | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
-        self.lock = asyncio.Lock()
+        self.publish = publish
+        self.topics = Topics(config.mqtt.topic_prefix)
         self.batches: dict[str, Batch] = {}
         self.outbox = Outbox()
-        self.mes_state = MesState.UNKNOWN
-        self._store = store
-        self._publish = publish
-        self._topics = Topics(config.mqtt.topic_prefix)
+        self.mes_state = "unknown"
+        self.broker_session = "unknown"
+        self.store = store
+        self._faults = faults or Faults()
+        self._lock = asyncio.Lock()
         self._dirty: set[str] = set()
         self._flush: asyncio.TimerHandle | None = None
-        self._group: _Group | None = None
+        self._broker_seen = False
 
     async def load(self) -> None:
         """Read the disk: batches and outbox survive restarts."""
-        self.batches, self.outbox = load_state(await self._store.open())
+        rows = await self.store.open(skip=(redelivery.PREFIX,))
+        self.batches, self.outbox = load_state(rows)
+        self._broker_seen = _BROKER_SESSION_KEY in rows
         _log.info(
             "loaded %d active batch(es), %d pending and %d dead-lettered request(s)",
             len(self.batches),
             self.outbox.pending_count(),
             len(self.outbox.dead()),
         )
-
-    def current(self, entry: Entry) -> Entry:
-        """The entry as stored: the lane's copy may be behind (an announcement made meanwhile)."""
-        return self.outbox.get(entry.seq) or entry
-
-    async def write(self, change: Change) -> None:
-        """One change straight to disk, then memory (the dispatcher's reports)."""
-        await self._store.commit(self._writes(change))
-        self._apply(change)
-
-    def stage(self, change: Change) -> None:
-        """A change inside `together()`: in memory now (the next message sees it), on disk with
-        the group."""
-        group = self._group
-        assert group is not None and group.owner is asyncio.current_task(), "not in together()"
-        group.writes.update(self._writes(change))
-        self._apply(change)
+        for batch in self.batches.values():
+            if self.config.station(batch.station_id) is None:
+                _log.warning(
+                    "batch %s (%s, process %d) belongs to station %s, which is not in the config "
+                    "any more: it stays open until it is ended (see docs/configuration.md)",
+                    batch.batch_id,
+                    batch.wip_id,
+                    batch.process,
+                    batch.station_id,
+                )
 
     @contextlib.asynccontextmanager
-    async def together(self) -> AsyncIterator[None]:
-        """Changes staged inside reach the disk in one commit at the end, and what they publish
-        or wake happens only after it. If the commit (or anything) fails, memory goes back to
-        what it was and the error is raised: nothing half-done."""
-        async with self.lock:
-            group = _Group(asyncio.current_task(), dict(self.batches), self.outbox.snapshot())
-            self._group = group
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """The one way to change the state. If the body or the commit fails, memory goes back to
+        what it was and the error is raised: nothing half-done. What the transaction publishes
+        or wakes happens after its commit."""
+        async with self._lock:
+            tx = Transaction(self)
             try:
-                yield
-                await self._store.commit(group.writes)
+                yield tx
             except BaseException:
-                self.batches = group.batches
-                self.outbox.restore(group.entries)
+                tx._undo()
                 raise
-            finally:
-                self._group = None
-        for effect in group.effects:
-            effect()
+            await self._commit(tx)
+        tx._run_effects()
 
-    def after_commit(self, effect: Callable[[], None]) -> None:
-        group = self._group
-        # Only the task handling the group waits for its commit: a delivery report from a lane,
-        # made while a group is being written, goes out at once.
-        if group is not None and group.owner is asyncio.current_task():
-            group.effects.append(effect)
-        else:
-            effect()
+    async def _commit(self, tx: Transaction) -> None:
+        if not tx.writes:
+            return
+        writing = asyncio.ensure_future(self.store.commit(tx.writes))
+        cancelled = False
+        try:
+            await self._faults.hit(FaultPoint.INSIDE_COMMIT)
+        except asyncio.CancelledError:
+            cancelled = True
+        # Cancelled or not, the worker thread goes on writing: wait for it to know the outcome.
+        while not writing.done():
+            try:
+                await asyncio.shield(writing)
+            except asyncio.CancelledError:
+                cancelled = True
+            except StoreError:
+                pass
+        error = writing.exception()
+        if error is not None:
+            tx._undo()
+            raise error
+        if cancelled:
+            # On disk: keep memory as it is and let its effects happen (a lane must still be
+            # woken for a new entry), then let the cancellation go on.
+            tx._run_effects()
+            raise asyncio.CancelledError
 
-    def _writes(self, change: Change) -> dict[str, str | None]:
-        writes = change.writes()
-        if change.entries:
-            writes[NEXT_SEQ_KEY] = str(self.outbox.next_seq)
-        return writes
+    def outcome(self, event: Event, station_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        return outcome(event, at=self.clock(), station_id=station_id, **fields)
 
-    def _apply(self, change: Change) -> None:
-        self.outbox.apply(change)
-        for batch in change.dropped_batches:
-            self.batches.pop(batch.batch_id, None)
-        for batch in change.updated_batches():
-            self.batches[batch.batch_id] = batch
+    def result(self, station_id: str, event: Event, **fields: Any) -> None:
+        """An outcome that changes nothing in the state: published at once."""
+        topic = self.topics.result(station_id, TOPIC[event])
+        self.publish(topic, self.outcome(event, station_id, fields))
 
     def error(self, station_id: str, error: Problem | MesError, **fields: Any) -> None:
         _log.info("station %s: %s %s", station_id, error.to_dict()["code"], fields)
         self.result(station_id, Event.SEQUENCE_ERROR, error=error.to_dict(), **fields)
 
-    def result(self, station_id: str, event: Event, **fields: Any) -> None:
-        payload = outcome(event, at=self.clock(), station_id=station_id, **fields)
-        topic = self._topics.result(station_id, TOPIC[event])
-        self.after_commit(lambda: self._publish(topic, payload))
+    async def broker_connected(self, *, session_present: bool, persistent: bool) -> None:
+        """Note what the broker said of the bridge's session. A persistent broker that had a
+        session for this bridge before and has none now lost what it held for it: messages
+        the stations sent meanwhile may be gone."""
+        if session_present:
+            self.broker_session = "resumed"
+        elif self._broker_seen and persistent:
+            self.broker_session = "lost"
+            _log.warning(
+                "the MQTT broker has no session for this bridge any more: messages the stations "
+                "sent while the bridge was away may have been lost (broker restarted without "
+                "persistence, or the session expired)"
+            )
+        else:
+            self.broker_session = "new"
+        if not self._broker_seen:
+            async with self.transaction() as tx:
+                tx.put(_BROKER_SESSION_KEY, '"seen"')
+            self._broker_seen = True
+        self.publish_all_status()
 
     def status_soon(self, station_id: str) -> None:
         """Publish the station's status soon: changes within a tenth of a second (a gauge
@@ -161,7 +254,7 @@ class State:
         self._flush = None
         dirty, self._dirty = self._dirty, set()
         for station_id in sorted(dirty):
-            self._publish(self._topics.status(station_id), self.status(station_id), retain=True)
+            self.publish(self.topics.status(station_id), self.status(station_id), retain=True)
 
     def status(self, station_id: str) -> dict[str, Any]:
         active = [b.summary() for b in self.batches.values() if b.station_id == station_id]
@@ -176,7 +269,8 @@ class State:
                 "pending_total": self.outbox.pending_count(),
                 "dead_letters": dead,
             },
-            "mes": str(self.mes_state),
+            "mes": self.mes_state,
+            "broker_session": self.broker_session,
             "at": format_utc(self.clock()),
         }
 
@@ -197,4 +291,6 @@ def entry_ids(entry: Entry) -> dict[str, Any]:
         fields["process_id"] = request.process
     if isinstance(request, CompleteProcess):
         fields["result"] = str(request.result)
+    if entry.note:
+        fields["note"] = entry.note
     return fields

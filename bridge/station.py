@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .config import StationConfig
 from .mes.models import CompleteProcess, UtcDatetime, format_utc
@@ -23,6 +23,9 @@ class Batch(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     batch_id: str
+    # Unique for ever, unlike `batch_id` (unique among active batches only): what the outbox's
+    # entries of this batch are found by.
+    uid: str
     station_id: str
     wip_id: str
     process: int
@@ -31,6 +34,16 @@ class Batch(BaseModel):
     started_at: UtcDatetime
     measurements: dict[str, Measured] = Field(default_factory=dict)
     defects: list[str] = Field(default_factory=list)
+    # Set when the station's clock was ahead and the bridge's time was used instead.
+    clock_note: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _uid_of_old_rows(cls, data: Any) -> Any:
+        # Batches stored before `uid` existed: their id was unique among what was stored.
+        if isinstance(data, dict) and "uid" not in data and "batch_id" in data:
+            return {**data, "uid": f"legacy-{data['batch_id']}"}
+        return data
 
     def summary(self) -> dict[str, Any]:
         """The batch as the station's status topic shows it."""
@@ -49,9 +62,11 @@ def open_batch(
     start: BatchStart,
     *,
     batch_id: str,
+    uid: str,
     now: datetime,
 ) -> Batch | Problem:
-    """A new batch for a scanned WIP, unless the station or the WIP cannot take it now."""
+    """A new batch for a scanned WIP, unless the station or the WIP cannot take it now. `now`
+    is when the bridge received the start."""
     if station.processes is not None and start.process_id not in station.processes:
         return Problem(
             ProblemCode.PROCESS_NOT_AT_STATION,
@@ -67,14 +82,40 @@ def open_batch(
                 f"(process {batch.process} at station {batch.station_id}): "
                 "complete or abort it first",
             )
+    started_at, note = station_time(
+        start.started_at, now, max_skew_s=station.max_clock_skew_s, name="started_at"
+    )
     return Batch(
         batch_id=batch_id,
+        uid=uid,
         station_id=station.id,
         wip_id=start.wip_id,
         process=start.process_id,
         operator_id=start.operator_id,
         equipment_id=start.equipment_id or station.equipment_id,
-        started_at=start.started_at or now,
+        started_at=started_at,
+        clock_note=note,
+    )
+
+
+def station_time(
+    stated: datetime | None, received: datetime, *, max_skew_s: float, name: str
+) -> tuple[datetime, str | None]:
+    """The time to record for something a station dated `stated` and the bridge received at
+    `received`, and a note when the station's was not used.
+
+    A time in the past is believed (messages wait at the broker while the bridge is down); one
+    ahead of the bridge by more than `max_skew_s` is a fast station clock, and would make the MES
+    refuse the 완공 (`completed_at` before `started_at`): the bridge's time is used instead.
+    """
+    if stated is None:
+        return received, None
+    ahead = (stated - received).total_seconds()
+    if ahead <= max_skew_s:
+        return stated, None
+    return received, (
+        f"station clock ahead by {ahead:.0f} s: {name} is the bridge's time; "
+        f"the station said {format_utc(stated)}"
     )
 
 
@@ -108,15 +149,23 @@ def record(batch: Batch, values: Mapping[str, Measured], *, defects: Iterable[st
 
 def close_batch(
     batch: Batch, complete: BatchComplete, station: StationConfig, *, now: datetime
-) -> CompleteProcess | Problem:
-    """The 완공 for a batch: the stated result, or one decided from the station's limits."""
-    completed_at = complete.completed_at or now
+) -> tuple[CompleteProcess, str | None]:
+    """The 완공 for a batch (the stated result, or one decided from the station's limits), and
+    a note for the tablet when a station time was not used. `now` is when the bridge received
+    the complete."""
+    completed_at, note = station_time(
+        complete.completed_at, now, max_skew_s=station.max_clock_skew_s, name="completed_at"
+    )
     if completed_at < batch.started_at:
-        return Problem(
-            ProblemCode.INVALID_PAYLOAD,
-            f"completed_at {completed_at.isoformat()} is before the batch started "
-            f"({batch.started_at.isoformat()})",
+        # Two clocks disagree (the start and the complete dated by different devices, or the
+        # start's clock was ahead within the tolerance): the MES would refuse it for ever.
+        fixed = max(now, batch.started_at)
+        note = (
+            f"completed_at {format_utc(completed_at)} is before the batch started "
+            f"({format_utc(batch.started_at)}): recorded as {format_utc(fixed)}"
         )
+        completed_at = fixed
+    notes = "; ".join(n for n in (batch.clock_note, note) if n)
     verdict = decide(
         measured=batch.measurements,
         reported_defects=[*batch.defects, *complete.defects],
@@ -133,5 +182,12 @@ def close_batch(
         completed_at=completed_at,
         measurements=verdict.measurements,
         defects=verdict.defects,
-        notes=complete.notes,
-    )
+        notes=_joined(complete.notes, notes),
+    ), note
+
+
+def _joined(stated: str, clock: str) -> str:
+    if not clock:
+        return stated
+    # The MES takes 5000 characters of notes: the station's own are shortened, not the clock's.
+    return f"{stated[: 4997 - len(clock)]} [{clock}]" if stated else clock

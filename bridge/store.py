@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,8 +40,9 @@ class Store:
         self._cache: diskcache.Cache | None = None
         self._lock: int | None = None
 
-    async def open(self) -> dict[str, str]:
-        """Open (or create) the store; returns everything it holds, key -> JSON text.
+    async def open(self, *, skip: tuple[str, ...] = ()) -> dict[str, str]:
+        """Open (or create) the store; returns everything it holds, key -> JSON text, but for
+        the keys that start with one of `skip` (rows read only when needed).
 
         Only one process may have it open: two bridges on one outbox would each deliver it.
         """
@@ -50,7 +51,7 @@ class Store:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._lock = _exclusive(self.directory / "bridge.lock")
             self._cache = diskcache.Cache(str(self.directory), **SETTINGS)
-            return read_all(self._cache)
+            return read_all(self._cache, skip=skip)
 
         return await self._run(opened)
 
@@ -68,6 +69,17 @@ class Store:
 
         if writes:
             await self._run(write)
+
+    async def read(self, keys: Iterable[str]) -> dict[str, str]:
+        """The values of these keys that are there."""
+        wanted = list(keys)
+
+        def read() -> dict[str, str]:
+            cache = self._require()
+            found = {key: cache.get(key) for key in wanted}
+            return {key: value for key, value in found.items() if isinstance(value, str)}
+
+        return await self._run(read) if wanted else {}
 
     async def close(self) -> None:
         if self._cache is not None:
@@ -105,9 +117,11 @@ def _exclusive(path: Path) -> int:
     return fd
 
 
-def read_all(cache: diskcache.Cache) -> dict[str, str]:
+def read_all(cache: diskcache.Cache, *, skip: tuple[str, ...] = ()) -> dict[str, str]:
     rows: dict[str, str] = {}
     for key in cache.iterkeys():
+        if isinstance(key, str) and key.startswith(skip):
+            continue
         value = cache.get(key)
         if isinstance(key, str) and isinstance(value, str):
             rows[key] = value

@@ -29,11 +29,15 @@ class ResultKind(StrEnum):
 @dataclass(frozen=True)
 class Received:
     """An inbound MQTT message. `retained` is set when the broker kept it from before (it was
-    published with the retain flag): an old command, not a new one."""
+    published with the retain flag): an old command, not a new one. `mid` is the broker's
+    packet id of a QoS 1 message, and `redelivered` its DUP flag: the broker sent it before and
+    got no acknowledgement, so the bridge may have handled it already."""
 
     topic: str
     payload: bytes
     retained: bool = False
+    mid: int | None = None
+    redelivered: bool = False
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import aiomqtt
 
 from bridge.app import run_bridge, stop
 from bridge.config import BridgeConfig
+from bridge.faults import Faults
 from bridge.topics import Inbound, ResultKind, Topics
 from mes_sim import MesSimulator
 
@@ -150,10 +151,10 @@ class Tablet:
 
 
 @asynccontextmanager
-async def running(config: BridgeConfig) -> AsyncIterator[None]:
-    """The bridge as `station-bridge run` runs it, in this event loop."""
+async def running(config: BridgeConfig, *, faults: Faults | None = None) -> AsyncIterator[None]:
+    """The bridge as `station-bridge run` runs it, in this event loop (with `faults` armed)."""
     ready = asyncio.Event()
-    task = asyncio.create_task(run_bridge(config, ready=ready))
+    task = asyncio.create_task(run_bridge(config, ready=ready, faults=faults))
     waiter = asyncio.create_task(ready.wait())
     await asyncio.wait([task, waiter], timeout=15, return_when=asyncio.FIRST_COMPLETED)
     if task.done():

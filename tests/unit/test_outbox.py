@@ -167,12 +167,14 @@ def test_stalled(entries: list[Entry], stalled: bool) -> None:
 
 
 SAME_BATCH = [
-    entry(1, start(), batch_id="B1"),
-    entry(2, start("WIP-2"), batch_id="B2"),
-    entry(3, complete(), batch_id="B1"),
-    entry(4, complete(), batch_id="B1", **DEAD),
+    entry(1, start(), batch_id="B1", batch_uid="U1"),
+    entry(2, start("WIP-2"), batch_id="B2", batch_uid="U2"),
+    entry(3, complete(), batch_id="B1", batch_uid="U1"),
+    entry(4, complete(), batch_id="B1", batch_uid="U1", **DEAD),
     entry(5, convert(), batch_id=None),
-    entry(6, complete(), batch_id="B1"),
+    entry(6, complete(), batch_id="B1", batch_uid="U1"),
+    # A later batch that reused the id B1 (a rework): not part of the first one.
+    entry(7, complete(), batch_id="B1", batch_uid="U7"),
 ]
 
 
@@ -209,17 +211,47 @@ def test_new_seq_continues_after_the_highest(entries: list[Entry], first: int) -
 
 def test_new_entry_takes_the_next_seq() -> None:
     outbox = Outbox([entry(4, start())])
-    made = new_entry(outbox, complete(), station_id="s2", batch_id="B9", now=T0, announced=True)
+    batch = Batch(
+        batch_id="B9",
+        uid="U9",
+        station_id="s2",
+        wip_id="WIP-1",
+        process=1,
+        operator_id=1,
+        started_at=T0,
+    )
+    made = new_entry(
+        outbox, complete(), station_id="s2", batch=batch, now=T0, announced=True, note="n"
+    )
     assert made == Entry(
         seq=5,
         request=complete(),
         station_id="s2",
         batch_id="B9",
+        batch_uid="U9",
         enqueued_at=T0,
         announced=True,
+        note="n",
     )
     assert made.attempts == 0 and not made.in_flight and not made.maybe_applied
     assert outbox.get(5) is None  # made, not yet applied
+
+
+@pytest.mark.parametrize(
+    ("batch_uid", "expected"),
+    [("U1", [1]), ("U2", []), ("U7", [7]), ("nope", [])],
+    ids=["untried-of-batch", "tried-is-kept", "reused-batch-id-is-another-batch", "unknown"],
+)
+def test_unattempted_finds_a_batch_by_its_uid(batch_uid: str, expected: list[int]) -> None:
+    outbox = Outbox(
+        [
+            entry(1, start(), batch_id="B1", batch_uid="U1"),
+            entry(2, start("WIP-2"), batch_id="B2", batch_uid="U2", attempts=1),
+            entry(3, complete(), batch_id="B1", batch_uid="U1", **DEAD),
+            entry(7, start("WIP-3"), batch_id="B1", batch_uid="U7"),
+        ]
+    )
+    assert [e.seq for e in outbox.unattempted(batch_uid)] == expected
 
 
 def test_apply_adds_replaces_and_drops() -> None:

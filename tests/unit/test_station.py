@@ -12,7 +12,7 @@ from bridge.mes.models import CompleteProcess, Result
 from bridge.messages import BatchComplete, BatchStart
 from bridge.problems import Problem, ProblemCode
 from bridge.results import Measured
-from bridge.station import Batch, close_batch, open_batch, record, select_batch
+from bridge.station import Batch, close_batch, open_batch, record, select_batch, station_time
 
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 NOW = datetime(2026, 11, 26, 9, 5, tzinfo=UTC)
@@ -44,6 +44,7 @@ def start(**fields: Any) -> BatchStart:
 def batch(**fields: Any) -> Batch:
     data: dict[str, Any] = {
         "batch_id": "B1",
+        "uid": "U1",
         "station_id": "s1",
         "wip_id": "WIP-1",
         "process": 2,
@@ -89,7 +90,7 @@ def batch(**fields: Any) -> Batch:
     ],
 )
 def test_open_batch(station: StationConfig, payload: BatchStart, expected: dict[str, Any]) -> None:
-    opened = open_batch([], station, payload, batch_id="B9", now=NOW)
+    opened = open_batch([], station, payload, batch_id="B9", uid="U9", now=NOW)
     assert isinstance(opened, Batch), opened
     assert opened.batch_id == "B9"
     assert opened.wip_id == "WIP-1" and opened.operator_id == 7
@@ -140,7 +141,7 @@ def test_open_batch(station: StationConfig, payload: BatchStart, expected: dict[
 def test_open_batch_refused(
     active: list[Batch], payload: BatchStart, batch_id: str, code: ProblemCode, detail: str
 ) -> None:
-    problem = open_batch(active, STATION, payload, batch_id=batch_id, now=NOW)
+    problem = open_batch(active, STATION, payload, batch_id=batch_id, uid="U9", now=NOW)
     assert isinstance(problem, Problem), problem
     assert problem.code is code
     assert detail in problem.detail
@@ -148,7 +149,7 @@ def test_open_batch_refused(
 
 def test_open_batch_beside_other_wips() -> None:
     active = [batch(batch_id="B1", wip_id="WIP-A"), batch(batch_id="B2", wip_id="WIP-B")]
-    opened = open_batch(active, STATION, start(), batch_id="B3", now=NOW)
+    opened = open_batch(active, STATION, start(), batch_id="B3", uid="U3", now=NOW)
     assert isinstance(opened, Batch) and opened.batch_id == "B3"
 
 
@@ -273,23 +274,71 @@ def complete(**fields: Any) -> BatchComplete:
 
 
 @pytest.mark.parametrize(
-    ("completed_at", "started_at"),
+    ("stated", "received", "used", "noted"),
     [
-        (T0 - timedelta(microseconds=1), T0),
-        (datetime(2026, 11, 26, 17, 59, tzinfo=KST), T0),
-        (None, NOW + timedelta(seconds=1)),
+        (None, NOW, NOW, None),
+        (T0, NOW, T0, None),
+        (NOW - timedelta(hours=3), NOW, NOW - timedelta(hours=3), None),
+        (NOW + timedelta(seconds=30), NOW, NOW + timedelta(seconds=30), None),
+        (NOW + timedelta(seconds=31), NOW, NOW, "ahead by 31 s"),
+        (NOW + timedelta(minutes=2), NOW, NOW, "the station said 2026-11-26T09:07:00Z"),
+        (datetime(2026, 11, 26, 18, 7, tzinfo=KST), NOW, NOW, "ahead by 120 s"),
+    ],
+    ids=[
+        "not-given",
+        "in-the-past",
+        "hours-late-at-the-broker",
+        "ahead-within-tolerance",
+        "ahead-beyond-tolerance",
+        "two-minutes-fast",
+        "fast-with-offset",
+    ],
+)
+def test_station_time(
+    stated: datetime | None, received: datetime, used: datetime, noted: str | None
+) -> None:
+    at, note = station_time(stated, received, max_skew_s=30, name="started_at")
+    assert at == used
+    if noted is None:
+        assert note is None
+    else:
+        assert note is not None and noted in note and "started_at" in note
+
+
+def test_a_fast_tablet_clock_starts_at_the_bridges_time() -> None:
+    opened = open_batch(
+        [], STATION, start(started_at=NOW + timedelta(minutes=2)), batch_id="B", uid="U", now=NOW
+    )
+    assert isinstance(opened, Batch)
+    assert opened.started_at == NOW
+    assert opened.clock_note is not None and "ahead by 120 s" in opened.clock_note
+
+
+@pytest.mark.parametrize(
+    ("completed_at", "started_at", "recorded_at"),
+    [
+        (T0 - timedelta(microseconds=1), T0, NOW),
+        (datetime(2026, 11, 26, 17, 59, tzinfo=KST), T0, NOW),
+        (None, NOW + timedelta(seconds=1), NOW + timedelta(seconds=1)),
     ],
     ids=["given-a-moment-early", "given-with-offset-early", "now-before-start-in-future"],
 )
-def test_close_before_start_is_invalid_payload(
-    completed_at: datetime | None, started_at: datetime
+def test_a_complete_dated_before_its_start_is_recorded_and_noted(
+    completed_at: datetime | None, started_at: datetime, recorded_at: datetime
 ) -> None:
-    problem = close_batch(
+    closed, note = close_batch(
         batch(started_at=started_at), BatchComplete(completed_at=completed_at), STATION, now=NOW
     )
-    assert isinstance(problem, Problem), problem
-    assert problem.code is ProblemCode.INVALID_PAYLOAD
-    assert "before the batch started" in problem.detail
+    assert closed.completed_at == recorded_at >= closed.started_at
+    assert note is not None and "before the batch started" in note
+    assert note in closed.notes
+
+
+def test_a_batch_started_by_a_fast_clock_says_so_in_its_complete() -> None:
+    skewed = batch(started_at=NOW, clock_note="station clock ahead by 120 s")
+    closed, note = close_batch(skewed, complete(notes="ok"), STATION, now=NOW)
+    assert note is None
+    assert closed.notes == "ok [station clock ahead by 120 s]"
 
 
 @pytest.mark.parametrize(
@@ -332,8 +381,7 @@ def test_close_batch_verdict_from_that_processs_limits(
     defects: list[str],
 ) -> None:
     gathered = record(batch(process=process), measured(values, unit))
-    closed = close_batch(gathered, complete(**payload), STATION, now=NOW)
-    assert isinstance(closed, CompleteProcess), closed
+    closed, _ = close_batch(gathered, complete(**payload), STATION, now=NOW)
     assert closed.result is result
     assert closed.defects == defects
 
@@ -342,12 +390,13 @@ def test_close_batch_fills_every_field_of_the_complete() -> None:
     gathered = record(batch(), measured({"torque": 1.5}, "Nm"), defects=["SCRATCH"])
     gathered = record(gathered, measured({"label": "A1"}), defects=["SCRATCH", "DENT"])
     completed_at = T0 + timedelta(minutes=2, seconds=3, milliseconds=456)
-    closed = close_batch(
+    closed, note = close_batch(
         gathered,
         complete(defects=["DENT", "BURR"], notes="line stop", completed_at=completed_at),
         STATION,
         now=NOW,
     )
+    assert note is None
     assert closed == CompleteProcess(
         wip_id="WIP-1",
         process=2,
@@ -375,8 +424,7 @@ def test_close_batch_fills_every_field_of_the_complete() -> None:
 def test_close_batch_completed_at_and_cycle_time(
     completed_at: datetime | None, now: datetime, expected_at: datetime, cycle_time_ms: int
 ) -> None:
-    closed = close_batch(batch(), BatchComplete(completed_at=completed_at), ANY_PROCESS, now=now)
-    assert isinstance(closed, CompleteProcess), closed
+    closed, _ = close_batch(batch(), BatchComplete(completed_at=completed_at), ANY_PROCESS, now=now)
     assert closed.completed_at == expected_at
     assert closed.started_at == T0
     assert closed.measurements["cycle_time_ms"] == cycle_time_ms
