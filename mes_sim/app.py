@@ -42,7 +42,17 @@ from .model import (
 
 logger = logging.getLogger(__name__)
 
-FaultMode = Literal["ok", "unavailable", "error_500", "slow", "drop_response"]
+FaultMode = Literal[
+    "ok",
+    "unavailable",
+    "database_down",
+    "error_500",
+    "slow",
+    "drop_response",
+    "apply_then_error",
+    "apply_then_garble",
+]
+ErrorStatus = Literal[500, 502, 504]
 ConvertMode = Literal["broken", "working"]
 JSONObject = dict[str, object]
 
@@ -77,6 +87,7 @@ class Faults:
     times: int | None = None
     convert: ConvertMode = "broken"
     delay_s: float = 5.0
+    error_status: ErrorStatus = 500
     rate_limit_per_min: int = 100
     rate_limit_window_s: float = 60.0
     login_rate_limit_per_min: int = 10
@@ -127,8 +138,9 @@ class Faults:
         return dict(asdict(self))
 
 
-_CHOICES: dict[str, tuple[str, ...]] = {
+_CHOICES: dict[str, tuple[object, ...]] = {
     "mode": get_args(FaultMode),
+    "error_status": get_args(ErrorStatus),
     "convert": get_args(ConvertMode),
 }
 # key -> (minimum, must be a whole number)
@@ -315,8 +327,10 @@ class MesApp:
             mode = faults.mode if faults.applies_to(request) else "ok"
             if mode != "ok":
                 self._faults = faults.after_use()
-        if mode == "unavailable":
+        if mode == "unavailable" or (mode == "database_down" and request.segments != ("health",)):
             return self._error(request, unavailable(self.semantics))
+        if mode == "database_down":
+            return _json(200, {**self._health_body(), "status": "degraded", "database": "down"})
         if mode == "error_500":
             return self._error(request, server_error(self.semantics))
         if mode == "slow":
@@ -327,7 +341,22 @@ class MesApp:
             with self._lock:
                 self._counters.responses_dropped += 1
             return Response(response.status, response.body, response.headers, drop=True)
+        if mode == "apply_then_error":
+            return self._applied_then_failed(request, faults.error_status)
+        if mode == "apply_then_garble":
+            # Says gzip, is not: the client cannot decode the answer of a change that happened.
+            garbled = (("Content-Encoding", "gzip"),)
+            return Response(response.status, b"\x1f\x8bnot gzip at all", garbled)
         return response
+
+    def _applied_then_failed(self, request: Request, status: ErrorStatus) -> Response:
+        """The change happened, then the answer was lost upstream: the MES crashed writing it
+        (500), or the proxy in front of it gave up (502, 504, answered in the proxy's HTML)."""
+        if status == 500:
+            return self._error(request, server_error(self.semantics))
+        reason = {502: "Bad Gateway", 504: "Gateway Time-out"}[status]
+        page = f"<html><head><title>{status} {reason}</title></head><body>nginx</body></html>"
+        return Response(status, page.encode(), (("Content-Type", "text/html"),))
 
     def _route_key(self, request: Request) -> str:
         for route in self._api_routes:
@@ -471,16 +500,16 @@ class MesApp:
     # -- public routes ------------------------------------------------------------------------
 
     def _health(self, request: Request, _: tuple[str, ...]) -> Response:
-        return _json(
-            200,
-            {
-                "status": "healthy",
-                "database": "connected",
-                "version": "1.0.0",
-                "environment": "simulator",
-                "timestamp": views.iso(self._clock()),
-            },
-        )
+        return _json(200, self._health_body())
+
+    def _health_body(self) -> JSONObject:
+        return {
+            "status": "healthy",
+            "database": "connected",
+            "version": "1.0.0",
+            "environment": "simulator",
+            "timestamp": views.iso(self._clock()),
+        }
 
     def _active_processes(self, request: Request, _: tuple[str, ...]) -> Response:
         with self._lock:

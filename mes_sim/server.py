@@ -105,10 +105,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.rfile.readline(4)  # CRLF after the chunk
 
     def _write(self, response: Response) -> None:
-        payload = json.dumps(response.body, ensure_ascii=False, separators=(",", ":")).encode()
+        payload = (
+            response.body  # written as it is: a proxy's page, a garbled body
+            if isinstance(response.body, bytes)
+            else json.dumps(response.body, ensure_ascii=False, separators=(",", ":")).encode()
+        )
         try:
             self.send_response(response.status)
-            self.send_header("Content-Type", "application/json")
+            if all(name.lower() != "content-type" for name, _ in response.headers):
+                self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             for name, value in response.headers:
                 self.send_header(name, value)

@@ -14,8 +14,10 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from ..config import MesConfig
+from ..faults import FaultPoint, Faults
 from .auth import TokenSource
 from .errors import MesError, MesErrorCode, classify_response, classify_transport
+from .instants import same_instant
 from .models import (
     CompleteProcess,
     Completion,
@@ -60,8 +62,11 @@ class MesClient:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
+        faults: Faults | None = None,
     ) -> None:
         self._config = config
+        if faults is not None:
+            transport = _FaultyTransport(transport or httpx.AsyncHTTPTransport(), faults)
         self._http = httpx.AsyncClient(
             base_url=str(config.url).rstrip("/"),
             timeout=httpx.Timeout(config.timeout_s),
@@ -105,6 +110,15 @@ class MesClient:
         """The MES's own health word ("healthy" or "degraded"); raises when it cannot answer."""
         body = await self._call("GET", "/health", auth="none", paced=False)
         return str(body.get("status", "unknown")) if isinstance(body, dict) else "unknown"
+
+    async def probe(self, wip_id: str | None = None) -> None:
+        """A real request that needs the MES's database (and, with a WIP, a valid token): how a
+        recovery is confirmed, since /health answers 200 even while the database is down.
+        Raises when the MES cannot serve it."""
+        if wip_id is None:
+            await self._call("GET", "/api/v1/processes/active", auth="none")
+        else:
+            await self._call("GET", f"/api/v1/wip-items/{_segment(wip_id)}/trace")
 
     async def process_ids(self) -> dict[int, int]:
         """Process number -> the MES's process id, from the active process list (cached)."""
@@ -192,10 +206,11 @@ class MesClient:
     async def recorded(self, request: MesRequest) -> bool:
         """Whether the MES already holds this request, after an attempt whose answer was lost.
 
-        A completion is recognised by its own `completed_at`, which the MES stores as sent: a
-        lost PASS and a lost FAIL are both found, and an older FAIL of the same process is not
-        mistaken for it. A start is never reported as recorded because repeating one is
-        harmless (the MES overwrites the open start with the same values).
+        A completion is recognised by its own `completed_at`, the same instant in whatever form
+        the MES writes it back (`same_instant`): a lost PASS and a lost FAIL are both found, and
+        an older FAIL of the same process is not mistaken for it. A start is never reported as
+        recorded because repeating one is harmless (the MES overwrites the open start with the
+        same values).
         """
         if isinstance(request, StartProcess):
             return False
@@ -207,7 +222,7 @@ class MesClient:
         return any(
             entry.process_number == request.process
             and (entry.result or "").upper() == result.value
-            and entry.complete_time == request.completed_at
+            and same_instant(request.completed_at, entry.complete_time)
             for entry in trace.process_history
         )
 
@@ -344,6 +359,12 @@ class MesClient:
         except httpx.TransportError as error:
             # Dropped after the request was written: the MES may have recorded it.
             raise classify_transport("network", sent=True, detail=_describe(error)) from error
+        except httpx.HTTPError as error:
+            # An answer came and could not be read (a corrupt gzip body from a proxy, …): the
+            # MES answered, so it may have recorded the request.
+            raise MesError(
+                MesErrorCode.SERVER, detail=_describe(error), maybe_applied=True
+            ) from error
 
     @staticmethod
     def _json(response: httpx.Response, *, strict: bool = True) -> Any:
@@ -380,3 +401,24 @@ class MesClient:
 
 def _describe(error: httpx.HTTPError) -> str:
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+class _FaultyTransport(httpx.AsyncBaseTransport):
+    """Lets a test put a fault where an answer gets lost: the request reached the MES and its
+    answer's headers are in, its body not read yet (`FaultPoint.AFTER_SEND`)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, faults: Faults) -> None:
+        self._inner = inner
+        self._faults = faults
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        try:
+            await self._faults.hit(FaultPoint.AFTER_SEND)
+        except BaseException:
+            await response.aclose()
+            raise
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()

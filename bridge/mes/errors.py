@@ -129,9 +129,11 @@ class MesError(Exception):
     """Anything the MES refused, or a request that did not get an answer.
 
     `retryable` says whether the same request may succeed later unchanged. `maybe_applied` is set
-    when the request left this machine but its answer was lost (read timeout, dropped
-    connection): the MES may have recorded it, so a resend must first check (trace) or be
-    idempotent.
+    when the request left this machine and what came back is not a clean refusal (a read
+    timeout, a dropped connection, a 5xx, an answer that cannot be read): the MES may have
+    recorded it, so a resend must first check (trace) or be idempotent. `unsettled` is set when,
+    on top of that, the MES may still be working on it (nothing came back from the MES itself:
+    a timeout, a dropped connection, a proxy's 502/504): the check must wait until it cannot be.
     """
 
     def __init__(
@@ -143,6 +145,7 @@ class MesError(Exception):
         detail: str = "",
         retry_after: float | None = None,
         maybe_applied: bool = False,
+        unsettled: bool = False,
     ) -> None:
         meaning = _MEANINGS[code]
         self.code = code
@@ -150,7 +153,8 @@ class MesError(Exception):
         self.mes_code = mes_code
         self.detail = detail
         self.retry_after = retry_after
-        self.maybe_applied = maybe_applied
+        self.maybe_applied = maybe_applied or unsettled
+        self.unsettled = unsettled
         self.retryable = meaning.retryable
         self.message = meaning.en
         self.message_ko = meaning.ko
@@ -211,7 +215,12 @@ def classify_response(status: int, body: Any, *, retry_after: str | None = None)
         return error(MesErrorCode.RATE_LIMITED, retry_after=_retry_after(retry_after, fields))
     if status == 401 or status == 403:
         return error(MesErrorCode.AUTH)
-    if status >= 500 or 300 <= status < 400:
+    if status >= 500:
+        # Not a refusal: the MES (or the proxy in front of it) may have applied the request
+        # before it failed. A proxy's own answer means the MES may even be at it still.
+        unsettled = status in (502, 504) or not isinstance(body, dict)
+        return error(MesErrorCode.SERVER, maybe_applied=True, unsettled=unsettled)
+    if 300 <= status < 400:
         # A redirect means mes.url is out of date (http -> https, a moved proxy): no request
         # is wrong, so it waits for the configuration to be fixed rather than being dropped.
         return error(MesErrorCode.SERVER)
@@ -246,4 +255,4 @@ def classify_transport(kind: str, *, sent: bool, detail: str = "") -> MesError:
     (a read timeout or a connection dropped after writing, as opposed to a refused connect).
     """
     code = MesErrorCode.TIMEOUT if kind == "timeout" else MesErrorCode.NETWORK
-    return MesError(code, detail=detail, maybe_applied=sent)
+    return MesError(code, detail=detail, unsettled=sent)

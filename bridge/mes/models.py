@@ -131,8 +131,10 @@ class Serial(_Response):
 class TraceEntry(_Response):
     process_number: int | None = None
     result: str | None = None
-    start_time: datetime | None = None
-    complete_time: datetime | None = None
+    # As the MES wrote them: its forms vary (`bridge.mes.instants` compares them), and one it
+    # did not foresee must not make the whole trace unreadable.
+    start_time: str | None = None
+    complete_time: str | None = None
     duration_seconds: float | None = None
     measurements: dict[str, Any] | None = None
     defects: list[Any] | None = None

@@ -295,7 +295,8 @@ async def test_server_errors_change_nothing(sim: MesSimulator, client: MesClient
     for mode, status in (("error_500", 500), ("unavailable", 503)):
         sim.set_faults(mode=mode)
         error = await raises(C.SERVER, client.start_process(start(wip, 1)))
-        assert error.status == status and error.retryable and not error.maybe_applied
+        # The MES changed nothing here, but a 5xx cannot say so: a retry checks first.
+        assert error.status == status and error.retryable and error.maybe_applied
     sim.set_faults(mode="ok")
     assert sim.ledger()["starts"] == []
     await client.start_process(start(wip, 1))
@@ -497,3 +498,40 @@ async def test_print_label_when_configured(sim: MesSimulator, make_client: MakeC
     await complete_all(client, wip)
     await client.convert_to_serial(ConvertToSerial(wip_id=wip, operator_id=OPERATOR))
     assert sim.ledger()["labels_printed"] == 1
+
+
+@pytest.mark.parametrize("status", [500, 502, 504])
+async def test_a_server_error_after_the_change_is_maybe_applied_and_found_by_recorded(
+    sim: MesSimulator, client: MesClient, status: int
+) -> None:
+    wip = sim.wip_ids[0]
+    fail = complete(wip, 1, Result.FAIL)
+    await client.start_process(start(wip, 1))
+    sim.set_faults(mode="apply_then_error", error_status=status, times=1)
+    error = await raises(C.SERVER, client.complete_process(fail))
+    assert error.maybe_applied and error.unsettled is (status != 500)
+    assert await client.recorded(fail)
+
+
+async def test_a_body_that_cannot_be_decoded_is_a_maybe_applied_server_error(
+    sim: MesSimulator, client: MesClient
+) -> None:
+    wip = sim.wip_ids[0]
+    await client.scan(wip)
+    sim.set_faults(mode="apply_then_garble", path_contains="start-process", times=1)
+    error = await raises(C.SERVER, client.start_process(start(wip, 1)))
+    assert error.maybe_applied and "DecodingError" in error.detail
+    assert len(sim.ledger()["starts"]) == 1
+
+
+async def test_the_probe_needs_the_database_where_health_does_not(
+    sim: MesSimulator, client: MesClient
+) -> None:
+    wip = sim.wip_ids[0]
+    sim.set_faults(mode="database_down")
+    assert await client.health() == "degraded"  # 200, as the deployed MES answers
+    await raises(C.SERVER, client.probe(wip))
+    await raises(C.SERVER, client.probe())
+    sim.set_faults(mode="ok")
+    await client.probe(wip)
+    await client.probe()

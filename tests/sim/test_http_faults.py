@@ -329,3 +329,44 @@ def test_parallel_passes_are_refused_once_on_the_spec_mes(
     sim.set_faults(br004_window_s=0.5)  # ignored: the spec's check is atomic
     assert parallel_passes(sim) == [200, 400]
     assert [row["result"] for row in history(sim)] == ["PASS"]
+
+
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_apply_then_error_records_the_change_and_answers_a_server_error(
+    sim: MesSimulator, mes: Mes, status: int
+) -> None:
+    sim.set_faults(mode="apply_then_error", error_status=status, path_contains="complete", times=1)
+    assert mes.start(101, 1).status_code == 200
+    answer = mes.complete(101, 1, result="FAIL")
+    assert answer.status_code == status
+    if status == 500:
+        assert answer.json()["error_code"] == "SRV_001"
+    else:  # the proxy's page, not JSON
+        assert answer.headers["content-type"] == "text/html" and b"nginx" in answer.content
+    assert [row["result"] for row in history(sim)] == ["FAIL"]  # applied all the same
+
+
+def test_error_status_is_checked(sim: MesSimulator) -> None:
+    with pytest.raises(ValueError, match="error_status"):
+        sim.set_faults(error_status=503)
+
+
+def test_apply_then_garble_records_the_change_and_answers_a_body_nobody_can_decode(
+    sim: MesSimulator, mes: Mes
+) -> None:
+    sim.set_faults(mode="apply_then_garble", path_contains="start-process", times=1)
+    with pytest.raises(httpx.DecodingError):
+        mes.start(101, 1)
+    assert len(sim.ledger()["starts"]) == 1
+
+
+def test_database_down_fails_every_api_call_while_health_still_answers_200(
+    sim: MesSimulator, mes: Mes
+) -> None:
+    # As the deployed MES does: /health is 200 (degraded) even when its database is down.
+    sim.set_faults(mode="database_down")
+    health = mes.http.get("/health")
+    assert health.status_code == 200 and health.json()["status"] == "degraded"
+    assert mes.start(101, 1).status_code == 503
+    assert mes.http.get("/api/v1/processes/active").status_code == 503
+    assert sim.ledger()["starts"] == []

@@ -11,7 +11,7 @@ import pytest
 import respx
 
 from bridge.config import MesConfig
-from bridge.mes import MesClient, MesError, MesErrorCode, StartProcess
+from bridge.mes import CompleteProcess, MesClient, MesError, MesErrorCode, Result, StartProcess
 
 URL = "http://mes.test"
 LOGIN = {"access_token": "t1", "refresh_token": "r1", "token_type": "bearer", "expires_in": 1800}
@@ -135,3 +135,76 @@ async def test_secrets_are_not_in_errors(mes: respx.MockRouter, client: MesClien
     error = await code_of(client.start_process(START))
     assert error.code is MesErrorCode.AUTH
     assert "pw" not in str(error).split() and "t1" not in str(error)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "unsettled"),
+    [
+        (500, {"error_code": "SRV_001", "message": "Internal server error"}, False),
+        (503, {"error_code": "SRV_002", "message": "Service temporarily unavailable"}, False),
+        (500, "<html>500 Internal Server Error</html>", True),  # not the MES's own answer
+        (502, "<html>502 Bad Gateway</html>", True),
+        (504, "<html>504 Gateway Time-out</html>", True),
+        (504, {"detail": "upstream timed out"}, True),
+    ],
+)
+async def test_a_server_error_may_have_applied_the_request(
+    mes: respx.MockRouter, client: MesClient, status: int, body: object, unsettled: bool
+) -> None:
+    # Not a refusal: the MES (or its proxy) may have recorded it before failing.
+    answer = {"json": body} if isinstance(body, dict) else {"text": body}
+    mes.post("/api/v1/wip-items/7/start-process").respond(status, **answer)  # type: ignore[arg-type]
+    error = await code_of(client.start_process(START))
+    assert (error.code, error.status, error.retryable) == (MesErrorCode.SERVER, status, True)
+    assert error.maybe_applied and error.unsettled is unsettled
+
+
+async def test_an_answer_that_cannot_be_decoded_is_a_maybe_applied_server_error(
+    mes: respx.MockRouter, client: MesClient
+) -> None:
+    mes.post("/api/v1/wip-items/7/start-process").mock(
+        side_effect=httpx.DecodingError("Error -3 while decompressing data")
+    )
+    error = await code_of(client.start_process(START))
+    assert error.code is MesErrorCode.SERVER and error.maybe_applied
+    assert "DecodingError" in error.detail
+
+
+COMPLETE = CompleteProcess(
+    wip_id="WIP-A",
+    process=1,
+    operator_id=2,
+    result=Result.FAIL,
+    started_at=datetime(2026, 11, 26, 9, 0, tzinfo=UTC),
+    completed_at=datetime(2026, 11, 26, 9, 0, 30, 123456, tzinfo=UTC),
+)
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "2026-11-26T09:00:30.123456Z",
+        "2026-11-26T09:00:30.123456+00:00",
+        "2026-11-26T09:00:30.123456",  # timestamp without time zone
+        "2026-11-26 09:00:30.123456+00",  # PostgreSQL's text form
+        "2026-11-26T18:00:30.123456+09:00",
+        "2026-11-26T09:00:30.123Z",  # kept to milliseconds
+    ],
+)
+async def test_recorded_finds_a_completion_in_any_form_of_its_instant(
+    mes: respx.MockRouter, client: MesClient, stored: str
+) -> None:
+    # The simulator echoes completed_at exactly; the real MES writes back PostgreSQL's value.
+    older = {"process_number": 1, "result": "FAIL", "complete_time": "2026-11-26T08:00:00Z"}
+    trace = {
+        "wip_id": "WIP-A",
+        "status": "FAILED",
+        "process_history": [
+            older,
+            {"process_number": 1, "result": "FAIL", "complete_time": stored},
+        ],
+    }
+    route = mes.get("/api/v1/wip-items/WIP-A/trace").respond(200, json=trace)
+    assert await client.recorded(COMPLETE)
+    route.respond(200, json={**trace, "process_history": [older]})
+    assert not await client.recorded(COMPLETE)
