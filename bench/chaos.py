@@ -59,9 +59,20 @@ PREFIX = "chaos"
 BRIDGE_ID = "chaos"
 # Refusals the run provokes on purpose: conversions of WIPs the MES does not have.
 PROVOKED = "WIP_NOT_FOUND"
-# 5xx answers that come after the MES applied the request, if this simulator has them.
-_PLAIN_MODES = {"ok", "unavailable", "error_500", "slow", "drop_response"}
-APPLIED_5XX = [mode for mode in get_args(FaultMode) if mode not in _PLAIN_MODES]
+# What this simulator can do beyond the plain faults (older ones lack the "applied, then a 5xx"
+# answers and the database outage behind a healthy /health).
+_MODES = set(get_args(FaultMode))
+# 5xx bursts, in turn: most are answers to requests the MES did apply.
+BURSTS: list[dict[str, Any]] = [
+    *[{"mode": "apply_then_error", "error_status": 500}] * ("apply_then_error" in _MODES),
+    {"mode": "error_500"},
+    *[{"mode": "apply_then_garble"}] * ("apply_then_garble" in _MODES),
+    *[{"mode": "apply_then_error", "error_status": s} for s in (502, 504)]
+    * ("apply_then_error" in _MODES),
+]
+# MES outages, in turn: the database (503 on /api, /health still 200), the HTTP service (503),
+# the whole host (connection refused).
+OUTAGES = [*["database_down"] * ("database_down" in _MODES), "unavailable", "stopped"]
 
 
 # -- the plan (pure, from the seed) --------------------------------------------------------------
@@ -522,12 +533,12 @@ class Run:
             batches = sum(len(plan) for plan in plans)
             window = batches / options.pace
             kills = plan_kills(options, window, self.rng)
+            self.log.started = time.monotonic()  # the plan's moments count from here
             await self.start_bridge(kills[0] if kills else None)
             # Its session must exist before the stations publish, or the broker drops for it.
             if not await self.stations.wait(lambda: self.stations.availability == "online", 60):
                 raise RuntimeError("the bridge did not come online within 60 s")
             self.log(f"{batches} batches of {len(wip_ids)} WIPs over about {window:.0f} s")
-            self.log.started = time.monotonic()  # the plan's moments count from here
             started = time.monotonic()
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.lost_answers())
@@ -689,25 +700,24 @@ class Run:
     async def outage(self) -> None:
         quick = self.options.quick
         length = self.rng.uniform(1.5, 3) if quick else self.rng.uniform(5, 20)
-        if self.figures.outages % 2 == 0:
-            self.sim.set_faults(mode="unavailable")
-            self.log(f"MES unavailable (503) for {length:.1f} s")
-            await asyncio.sleep(length)
-            self.sim.set_faults(mode="ok")
-        else:
+        kind = OUTAGES[self.figures.outages % len(OUTAGES)]
+        self.log(f"MES outage ({kind}) for {length:.1f} s")
+        if kind == "stopped":
             await asyncio.to_thread(self.sim.stop)
-            self.log(f"MES down (connection refused) for {length:.1f} s")
             await asyncio.sleep(length)
             await asyncio.to_thread(self.sim.start)
+        else:
+            self.sim.set_faults(mode=kind)
+            await asyncio.sleep(length)
+            self.sim.set_faults(mode="ok")
         self.log("MES back")
         self.figures.outages += 1
 
     async def burst(self) -> None:
-        modes = ["error_500", *APPLIED_5XX]
-        mode = modes[self.figures.bursts % len(modes)]
+        fault = BURSTS[self.figures.bursts % len(BURSTS)]
         count = self.rng.randint(2, 4) if self.options.quick else self.rng.randint(3, 8)
-        self.sim.set_faults(mode=mode, times=count)
-        self.log(f"MES answers the next {count} requests with {mode}")
+        self.sim.set_faults(**fault, times=count)
+        self.log(f"MES answers the next {count} requests with {fault}")
         self.figures.bursts += 1
 
     # the end
