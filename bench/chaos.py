@@ -63,16 +63,17 @@ PROVOKED = "WIP_NOT_FOUND"
 # answers and the database outage behind a healthy /health).
 _MODES = set(get_args(FaultMode))
 # 5xx bursts, in turn: most are answers to requests the MES did apply.
-BURSTS: list[dict[str, Any]] = [
-    *[{"mode": "apply_then_error", "error_status": 500}] * ("apply_then_error" in _MODES),
-    {"mode": "error_500"},
-    *[{"mode": "apply_then_garble"}] * ("apply_then_garble" in _MODES),
-    *[{"mode": "apply_then_error", "error_status": s} for s in (502, 504)]
-    * ("apply_then_error" in _MODES),
-]
-# MES outages, in turn: the database (503 on /api, /health still 200), the HTTP service (503),
+BURSTS: list[dict[str, Any]] = [{"mode": "error_500"}]
+if "apply_then_error" in _MODES:
+    BURSTS[:0] = [{"mode": "apply_then_error", "error_status": 500}]
+    BURSTS += [{"mode": "apply_then_error", "error_status": status} for status in (502, 504)]
+if "apply_then_garble" in _MODES:
+    BURSTS.insert(2, {"mode": "apply_then_garble"})
+# MES outages, in turn: the database (503 on /api while /health is 200), the HTTP service (503),
 # the whole host (connection refused).
-OUTAGES = [*["database_down"] * ("database_down" in _MODES), "unavailable", "stopped"]
+OUTAGES = ["unavailable", "stopped"]
+if "database_down" in _MODES:
+    OUTAGES.insert(0, "database_down")
 
 
 # -- the plan (pure, from the seed) --------------------------------------------------------------
@@ -175,7 +176,7 @@ def plan_kills(options: Options, window: float, rng: random.Random) -> list[Kill
     kills = []
     for i, at in enumerate(times):
         aimed_here = i in aimed
-        downtime = rng.uniform(0.5, 1.5) if options.quick else rng.uniform(2, 8)
+        downtime = rng.uniform(1, 2) if options.quick else rng.uniform(2, 8)
         kills.append(
             Kill(
                 at=at,
@@ -428,6 +429,7 @@ class Figures:
     wips: int
     seed: int
     sent_messages: int = 0
+    sent_while_down: int = 0  # of them, while the bridge was dead (they waited at the broker)
     expected: int = 0
     recorded: int = 0
     lost: int = 0
@@ -464,7 +466,8 @@ class Figures:
         drain = f"{self.drain_s:.1f} s" if self.drain_s is not None else "NOT DRAINED"
         dead = ", ".join(f"{code} {n}" for code, n in sorted(self.dead_letters.items())) or "0"
         return (
-            f"sent {self.sent_messages} messages ({self.expected} records owed) | "
+            f"sent {self.sent_messages} messages ({self.sent_while_down} while the bridge was "
+            f"dead; {self.expected} records owed) | "
             f"recorded {self.recorded} | lost {self.lost} | duplicated {self.duplicated} | "
             f"out of order {self.out_of_order} | wrong {self.mismatched} | "
             f"dead-lettered {dead} ({self.unexpected_dead_letters} not provoked) | "
@@ -582,22 +585,28 @@ class Run:
                 last = plan[-1]
                 if not auto_converts(last.station):
                     convert = {"wip_id": last.wip_id, "operator_id": OPERATOR}
-                    await self.stations.send(last.station, Inbound.CONVERT, convert)
+                    await self.send(last.station, Inbound.CONVERT, convert)
                 self.converts_owed.add(last.wip_id)
 
         async def provoked_refusals() -> None:
             for i in range(self.options.bad_converts):
                 await asyncio.sleep(self.rng.uniform(1, 3) * len(plans[0]) * gap)
                 convert = {"wip_id": f"WIP-NOT-AT-THE-MES-{i}", "operator_id": OPERATOR}
-                await self.stations.send(station_name(0), Inbound.CONVERT, convert)
+                await self.send(station_name(0), Inbound.CONVERT, convert)
 
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(provoked_refusals())
             for plan in plans:
                 tasks.create_task(one_wip(plan))
 
+    async def send(self, station: str, kind: Inbound, payload: dict[str, Any]) -> None:
+        down = not self.bridge.alive
+        await self.stations.send(station, kind, payload)
+        if down and not self.bridge.alive:
+            self.figures.sent_while_down += 1
+
     async def run_batch(self, batch: Batch) -> None:
-        send = self.stations.send
+        send = self.send
         start: dict[str, Any] = {
             "wip_id": batch.wip_id,
             "process_id": batch.process,

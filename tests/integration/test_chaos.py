@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(120)
 def test_a_small_chaos_run_loses_duplicates_and_reorders_nothing(tmp_path: Path) -> None:
     figures_file = tmp_path / "figures.json"
     run = subprocess.run(
@@ -35,7 +35,7 @@ def test_a_small_chaos_run_loses_duplicates_and_reorders_nothing(tmp_path: Path)
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=140,
+        timeout=110,
         check=False,
     )
     report = run.stdout + run.stderr
@@ -43,7 +43,8 @@ def test_a_small_chaos_run_loses_duplicates_and_reorders_nothing(tmp_path: Path)
     figures = json.loads(figures_file.read_text())
 
     # the faults really happened
-    assert figures["kills"] == 2 and figures["aimed_kills"] == 1, report
+    assert figures["kills"] == 2 and figures["aimed_fired"] == 1, report
+    assert figures["sent_while_down"] > 0, report
     assert figures["broker_restarts"] == 1 and figures["outages"] == 1, report
     assert figures["bursts"] == 1 and figures["answers_dropped"] >= 1, report
     # and the MES holds exactly what the stations sent
