@@ -36,7 +36,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, get_args
@@ -181,7 +181,7 @@ def plan_kills(options: Options, window: float, rng: random.Random) -> list[Kill
             Kill(
                 at=at,
                 seam=seams[len([k for k in kills if k.seam]) % len(seams)] if aimed_here else None,
-                nth=rng.randint(2, 6) if options.quick else rng.randint(3, 40),
+                nth=rng.randint(2, 8),  # soon: while the backlog of its downtime arrives
                 downtime=downtime,
             )
         )
@@ -233,6 +233,15 @@ class Log:
     def before(self, moment: float, count: int = 3) -> list[str]:
         earlier = [f"{t:.1f} s {text}" for t, text in self.lines if t <= moment]
         return earlier[-count:]
+
+
+async def poll(condition: Callable[[], bool], *, within: float, every: float = 0.2) -> bool:
+    """For what only a thread of this process (the simulator) knows: no event to wait on."""
+    for _ in range(math.ceil(within / every)):
+        if condition():
+            return True
+        await asyncio.sleep(every)
+    return condition()
 
 
 def free_port() -> int:
@@ -728,6 +737,8 @@ class Run:
         self.sim.set_faults(**fault, times=count)
         self.log(f"MES answers the next {count} requests with {fault}")
         self.figures.bursts += 1
+        # Used up before the next fault, which would otherwise replace it.
+        await poll(lambda: self.sim.faults()["mode"] == "ok", within=60)
 
     # the end
 
@@ -747,7 +758,8 @@ class Run:
             if now != last:
                 last, moved_at = now, time.monotonic()
             idle = disk.pending == 0 and disk.active_batches == 0
-            if idle and now[:2] >= owed and len(disk.dead) >= self.options.bad_converts:
+            provoked = sum(1 for e in disk.dead if (e.dead_reason or {}).get("code") == PROVOKED)
+            if idle and now[:2] >= owed and provoked >= self.options.bad_converts:
                 self.figures.drain_s = time.monotonic() - drain_started
                 break
             if idle and time.monotonic() - moved_at > 15:

@@ -1,6 +1,6 @@
 """A small chaos run (bench/chaos.py) as the suite's proof of exactly-once: a Mosquitto of its own
-with persistence (restarted once), the bridge as its own process (SIGKILLed twice, once by
-itself at the commit-to-ack seam), an MES outage, a 5xx burst and lost answers. The MES's ledger
+with persistence (restarted once), the bridge as its own process (SIGKILLed three times, two of
+them aimed at the commit-to-ack seam), an MES outage, a 5xx burst and lost answers. The MES's ledger
 must hold every record the stations sent, once each, in order."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def test_a_small_chaos_run_loses_duplicates_and_reorders_nothing(tmp_path: Path)
             sys.executable,
             "bench/chaos.py",
             *("--wips", "3", "--stations", "3", "--pace", "1.5", "--seed", "8", "--quick"),
-            *("--kills", "2", "--aimed", "1", "--broker-restarts", "1"),
+            *("--kills", "3", "--aimed", "2", "--broker-restarts", "1"),
             *("--outages", "1", "--bursts", "1", "--lost-answers", "0.08"),
             *("--drain-timeout", "60", "--json", str(figures_file)),
         ],
@@ -43,7 +43,7 @@ def test_a_small_chaos_run_loses_duplicates_and_reorders_nothing(tmp_path: Path)
     figures = json.loads(figures_file.read_text())
 
     # the faults really happened
-    assert figures["kills"] == 2 and figures["aimed_fired"] == 1, report
+    assert figures["kills"] == 3 and figures["aimed_fired"] >= 1, report
     assert figures["sent_while_down"] > 0, report
     assert figures["broker_restarts"] == 1 and figures["outages"] == 1, report
     assert figures["bursts"] == 1 and figures["answers_dropped"] >= 1, report
