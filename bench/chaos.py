@@ -13,9 +13,9 @@ publishing while the bridge is dead: their messages wait in the bridge's persist
 to deliver. Stations do not publish while the broker itself is being restarted (a tablet cannot
 reach it either), so nothing is ever half-sent.
 
-It prints one line of figures and exits 1 when anything was lost, duplicated, out of order or
-wrong at the MES, when a dead letter is not one of the refusals the run provoked on purpose, or
-when the outbox did not drain. See bench/README.md ("The chaos run").
+It prints the faults that happened, then one line of figures, and exits 1 when anything was lost,
+duplicated, out of order or wrong at the MES, when a dead letter is not one of the refusals the
+run provoked on purpose, or when the outbox did not drain. See bench/README.md (`chaos.py`).
 """
 
 from __future__ import annotations
@@ -59,21 +59,22 @@ PREFIX = "chaos"
 BRIDGE_ID = "chaos"
 # Refusals the run provokes on purpose: conversions of WIPs the MES does not have.
 PROVOKED = "WIP_NOT_FOUND"
-# What this simulator can do beyond the plain faults (older ones lack the "applied, then a 5xx"
-# answers and the database outage behind a healthy /health).
-_MODES = set(get_args(FaultMode))
-# 5xx bursts, in turn: most are answers to requests the MES did apply.
-BURSTS: list[dict[str, Any]] = [{"mode": "error_500"}]
-if "apply_then_error" in _MODES:
-    BURSTS[:0] = [{"mode": "apply_then_error", "error_status": 500}]
-    BURSTS += [{"mode": "apply_then_error", "error_status": status} for status in (502, 504)]
-if "apply_then_garble" in _MODES:
-    BURSTS.insert(2, {"mode": "apply_then_garble"})
-# MES outages, in turn: the database (503 on /api while /health is 200), the HTTP service (503),
-# the whole host (connection refused).
-OUTAGES = ["unavailable", "stopped"]
-if "database_down" in _MODES:
-    OUTAGES.insert(0, "database_down")
+# The simulator's faults this run uses, in turn (an older simulator lacks some: those are left
+# out). Bursts are mostly 5xx answers to requests the MES did apply; outages are the database
+# (503 on /api while /health says 200), the HTTP service (503), the whole host (refused).
+_MODES = {*get_args(FaultMode), "stopped"}
+BURSTS: list[dict[str, Any]] = [
+    burst
+    for burst in (
+        {"mode": "apply_then_error", "error_status": 500},
+        {"mode": "error_500"},
+        {"mode": "apply_then_garble"},
+        {"mode": "apply_then_error", "error_status": 502},
+        {"mode": "apply_then_error", "error_status": 504},
+    )
+    if burst["mode"] in _MODES
+]
+OUTAGES = [mode for mode in ("database_down", "unavailable", "stopped") if mode in _MODES]
 
 
 # -- the plan (pure, from the seed) --------------------------------------------------------------
@@ -170,6 +171,8 @@ def auto_converts(station: str) -> bool:
 
 
 def plan_kills(options: Options, window: float, rng: random.Random) -> list[Kill]:
+    """The bridge's deaths, in order; `aimed` of them at a seam (after_commit twice as often as
+    inside_commit)."""
     seams = ["after_commit", "after_commit", "inside_commit"]
     aimed = set(rng.sample(range(options.kills), min(options.aimed, options.kills)))
     times = sorted(rng.uniform(0.08, 0.85) * window for _ in range(options.kills))
