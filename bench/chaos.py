@@ -45,7 +45,7 @@ import aiomqtt
 import yaml
 from chaos_ledger import MARK, SentRecord, Verdict, compare, notes_for, tally
 
-from bridge.config import BridgeConfig
+from bridge.config import BridgeConfig, OutboxConfig
 from bridge.faults import ENV as FAULTS_ENV
 from bridge.outbox import Entry, load_state
 from bridge.store import read_directory
@@ -59,6 +59,7 @@ PREFIX = "chaos"
 BRIDGE_ID = "chaos"
 # Refusals the run provokes on purpose: conversions of WIPs the MES does not have.
 PROVOKED = "WIP_NOT_FOUND"
+SETTLE_S = 1.0
 # The simulator's faults this run uses, in turn (an older simulator lacks some: those are left
 # out). Bursts are mostly 5xx answers to requests the MES did apply; outages are the database
 # (503 on /api while /health says 200), the HTTP service (503), the whole host (refused).
@@ -520,7 +521,7 @@ class Run:
             {"id": station_name(i), "auto_convert": auto_converts(station_name(i))}
             for i in range(self.options.stations)
         ]
-        config = {
+        config: dict[str, Any] = {
             "bridge_id": BRIDGE_ID,
             "data_dir": str(self.dir / "data"),
             "mqtt": {
@@ -533,6 +534,10 @@ class Run:
             "outbox": {"retry_min_s": 0.2, "retry_max_s": 5, "probe_interval_s": 0.5},
             "stations": stations,
         }
+        if "settle_s" in OutboxConfig.model_fields:
+            # The simulator has finished a request before its answer is lost (this run has no
+            # `slow` fault), so the wait before asking its trace can be short.
+            config["outbox"]["settle_s"] = SETTLE_S
         BridgeConfig(**config)  # fails here, readably, if this bridge has other settings
         (self.dir / "bridge.yaml").write_text(yaml.safe_dump(config))
 
