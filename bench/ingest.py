@@ -188,7 +188,10 @@ async def run_baseline(endpoint: Endpoint, messages: int) -> float:
 # -- bridge -------------------------------------------------------------------------------------
 
 
-def bench_config(sim: MesSimulator, endpoint: Endpoint, data_dir: Path, tag: str) -> BridgeConfig:
+def bench_config(
+    sim: MesSimulator, endpoint: Endpoint, data_dir: Path, tag: str, *, measurements: int
+) -> BridgeConfig:
+    # All N measurements go into one batch: its bounds are raised to hold them.
     return BridgeConfig(
         bridge_id=f"bench-{tag}",
         data_dir=data_dir,
@@ -196,6 +199,7 @@ def bench_config(sim: MesSimulator, endpoint: Endpoint, data_dir: Path, tag: str
         mqtt={"host": endpoint.host, "port": endpoint.port, "topic_prefix": f"bench-{tag}"},
         mes={"url": sim.url, "username": "admin", "password": "admin-pass", "timeout_s": 5},
         stations=[{"id": STATION}],
+        batches={"max_measurements": max(measurements, 1000), "max_request_bytes": 1 << 30},
     )
 
 
@@ -250,7 +254,7 @@ async def run_bridge_ingest(endpoint: Endpoint, messages: int) -> float:
     bodies = measurement_bodies(messages)
     progress = Progress()
     with MesSimulator() as sim, tempfile.TemporaryDirectory(prefix="bench-ingest-") as data_dir:
-        config = bench_config(sim, endpoint, Path(data_dir), tag)
+        config = bench_config(sim, endpoint, Path(data_dir), tag, measurements=messages)
         topics = Topics(config.mqtt.topic_prefix)
         start = {"wip_id": sim.wip_ids[0], "process_id": 1, "operator_id": OPERATOR}
         started: asyncio.Future[None] = asyncio.get_running_loop().create_future()

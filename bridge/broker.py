@@ -12,10 +12,14 @@ How amqtt (0.12) is set up here, and why:
   fast with one exception, `BrokerPortInUseError` (an `OSError` with `errno.EADDRINUSE`), instead
   of amqtt's `BrokerError` plus a logged traceback; `port=0` works and `.port` tells the real port;
   and shutdown can wait for (and, if need be, cancel) every connection task it started.
-* **Anonymous clients, on loopback.** There are no credentials: a client is accepted whatever
-  username/password it sends (or none). By default only loopback peers are accepted; a client from
-  another address gets CONNACK "not authorised" (return code 5). `allow_remote=True` accepts every
-  peer -- then anyone who can reach host:port can publish and subscribe to anything.
+* **Loopback clients, or logged-in ones.** By default only loopback peers are accepted; a client
+  from another address gets CONNACK "not authorised" (return code 5). `allow_remote=True` accepts
+  every peer. Without `users_file` no credentials are checked: a client is accepted whatever
+  username/password it sends (or none), and with `allow_remote` anyone who can reach host:port
+  can publish and subscribe to anything. With `users_file` (amqtt's `FileAuthPlugin`: one
+  `username:argon2-hash` line per client) every client, on loopback too, must log in with a
+  username and password from that file; a logged-in client may still use every topic (amqtt's
+  topic ACL plugin is not used) and nothing is encrypted (no TLS listener).
 * **Persistent sessions work.** amqtt's stock `AnonymousAuthPlugin` marks every session it lets in
   as anonymous, and amqtt drops an anonymous session's subscriptions and queued QoS 1/2 messages
   when it disconnects, whatever its clean-session flag. The auth plugin here accepts clients
@@ -51,6 +55,7 @@ import ipaddress
 import logging
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -71,6 +76,7 @@ _log = logging.getLogger(__name__)
 _LISTENER = "default"
 _QUIET_LOGGERS = ("amqtt", "transitions")
 _CONNECTION_DRAIN_S = 5.0
+_FILE_AUTH_PLUGIN = "amqtt.plugins.authentication.FileAuthPlugin"
 
 
 class EmbeddedBrokerError(OSError):
@@ -101,26 +107,39 @@ class _LoopbackAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
     @dataclass
     class Config:
         allow_remote: bool = False
+        require_username: bool = False
 
     async def authenticate(self, *, session: Any) -> bool:
         address: str | None = getattr(session, "remote_address", None)
-        if self.config.allow_remote or is_loopback(address):
-            return True
-        _log.warning(
-            "embedded broker: refused MQTT client %r from %s (only loopback clients are allowed)",
-            getattr(session, "client_id", None),
-            address,
-        )
-        return False
+        client = getattr(session, "client_id", None)
+        if not (self.config.allow_remote or is_loopback(address)):
+            _log.warning(
+                "embedded broker: refused MQTT client %r from %s (only loopback clients are "
+                "allowed)",
+                client,
+                address,
+            )
+            return False
+        # amqtt's FileAuthPlugin abstains (None) on a client without a username: refuse it here.
+        if self.config.require_username and not getattr(session, "username", None):
+            _log.warning(
+                "embedded broker: refused MQTT client %r from %s: no username", client, address
+            )
+            return False
+        return True
 
 
-def _broker_config(*, allow_remote: bool) -> dict[str, Any]:
-    return {
-        "listeners": {_LISTENER: {"type": "external"}},
-        "plugins": {
-            f"{__name__}.{_LoopbackAuthPlugin.__qualname__}": {"allow_remote": allow_remote},
+def _broker_config(*, allow_remote: bool, users_file: Path | None) -> dict[str, Any]:
+    plugins: dict[str, Any] = {
+        f"{__name__}.{_LoopbackAuthPlugin.__qualname__}": {
+            "allow_remote": allow_remote,
+            "require_username": users_file is not None,
         },
     }
+    if users_file is not None:
+        # Every auth plugin must agree: ours checks the address, this one the password.
+        plugins[_FILE_AUTH_PLUGIN] = {"password_file": str(users_file)}
+    return {"listeners": {_LISTENER: {"type": "external"}}, "plugins": plugins}
 
 
 def find_free_port(host: str = "127.0.0.1") -> int:
@@ -139,13 +158,19 @@ class EmbeddedBroker:
     """
 
     def __init__(
-        self, *, host: str = "127.0.0.1", port: int = 1883, allow_remote: bool = False
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        allow_remote: bool = False,
+        users_file: Path | None = None,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be 0..65535, not {port}")
         self._host = host
         self._requested_port = port
         self._allow_remote = allow_remote
+        self._users_file = users_file
         self._broker: Any = None
         self._server: asyncio.Server | None = None
         self._port: int | None = None
@@ -176,8 +201,10 @@ class EmbeddedBroker:
             if quiet.level == logging.NOTSET:
                 quiet.setLevel(logging.WARNING)
 
-        broker = Broker(_broker_config(allow_remote=self._allow_remote))
         try:
+            broker = Broker(
+                _broker_config(allow_remote=self._allow_remote, users_file=self._users_file)
+            )
             await broker.start()
         except Exception as error:
             raise EmbeddedBrokerError(
@@ -208,6 +235,12 @@ class EmbeddedBroker:
             _log.warning(
                 "embedded broker listens on %s but accepts only loopback clients "
                 "(allow_remote=False)",
+                self._host,
+            )
+        elif self._allow_remote and self._users_file is None:
+            _log.warning(
+                "embedded broker on %s accepts every client that can reach it, without a "
+                "password: set mqtt.embedded_users_file to require one",
                 self._host,
             )
         _log.info("embedded MQTT broker listening on %s:%d", self._host, self._port)

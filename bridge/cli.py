@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import os
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .config import BridgeConfig
+    from .live_admin import Plan
+    from .outbox import Change
 
 
 def _mes_sim(args: argparse.Namespace) -> int:
@@ -62,14 +63,9 @@ def _mes_check(args: argparse.Namespace, config: BridgeConfig) -> int:
 @_with_config
 def _run(args: argparse.Namespace, config: BridgeConfig) -> int:
     from .app import main as run_main
+    from .logs import setup
 
-    logging.basicConfig(
-        level=config.log_level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
-    logging.Formatter.converter = time.gmtime  # log times are UTC, like everything else
-    if config.log_level != "DEBUG":  # a line per MES request is noise, and shows the URL
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+    setup(config.log_level, environ=os.environ)  # UTC, escaped lines; journald priorities
     return run_main(config)
 
 
@@ -96,21 +92,128 @@ def _outbox_list(args: argparse.Namespace, config: BridgeConfig) -> int:
 
 def _gauge_sim(args: argparse.Namespace) -> int:
     from devices import run_gauge_sim
+    from devices.line import LineSettings
 
-    return run_gauge_sim(format=args.format, rate_hz=args.rate, out=sys.stdout)
+    try:
+        line = LineSettings.of(args.baud, args.framing) if args.baud else None
+    except ValueError as error:
+        print(f"station-bridge gauge-sim: {error}", file=sys.stderr)
+        return 2
+    return run_gauge_sim(
+        format=args.format,
+        rate_hz=args.rate,
+        out=sys.stdout,
+        line=line,
+        terminator={"crlf": "\r\n", "cr": "\r", "lf": "\n"}[args.terminator],
+        stream=False if args.polled else None,
+        decimal_comma=args.decimal_comma,
+    )
+
+
+def _discover(args: argparse.Namespace) -> int:
+    from devices.discover import run_discover
+    from devices.discovery import SWEEP_FRAMINGS
+    from devices.line import STANDARD_BAUDRATES
+
+    return run_discover(
+        args.port,
+        timeout_s=args.timeout,
+        baudrates=args.baud or STANDARD_BAUDRATES,
+        framings=args.framing or SWEEP_FRAMINGS,
+        out=sys.stdout,
+        err=sys.stderr,
+    )
+
+
+def _baud_rates(text: str) -> list[int]:
+    try:
+        return [int(rate) for rate in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not baud rates: {text!r} (e.g. 2400,9600)") from None
+
+
+@_with_config
+def _gauge_watch(args: argparse.Namespace, config: BridgeConfig) -> int:
+    from devices.watch import watch_gauge
+
+    station, _, name = args.name.rpartition("/")
+    found = [d for d in config.devices if d.name == name and station in ("", d.station)]
+    if len(found) != 1:
+        known = ", ".join(f"{d.station}/{d.name}" for d in config.devices) or "none"
+        problem = "no device" if not found else "several devices (give STATION/NAME)"
+        message = f"{problem} named {args.name}; configured: {known}"
+        print(f"station-bridge gauge-watch: {message}", file=sys.stderr)
+        return 2
+    return asyncio.run(watch_gauge(found[0], out=sys.stdout, count=args.count))
 
 
 @_with_config
 def _outbox_change(args: argparse.Namespace, config: BridgeConfig) -> int:
-    from .admin import AdminError, drop_dead, retry_dead
+    from .admin import check_not_stale, plan_drop, plan_retry
+
+    seqs: list[int] = args.seq
+    command: str = args.outbox_command
+    plan = plan_retry if command == "retry" else plan_drop
+    return _change(
+        config,
+        f"outbox {command}",
+        f"/outbox/{command}",
+        {"seqs": seqs},
+        lambda _, outbox: plan(outbox, seqs),
+        check=(lambda change: check_not_stale(config, change)) if command == "retry" else None,
+    )
+
+
+@_with_config
+def _batch_list(args: argparse.Namespace, config: BridgeConfig) -> int:
+    from .admin import show_batches
     from .store import StoreError
 
-    action = retry_dead if args.outbox_command == "retry" else drop_dead
     try:
-        asyncio.run(action(config, args.seq, out=sys.stdout))
-    except (AdminError, StoreError) as error:
-        print(f"station-bridge outbox {args.outbox_command}: {error}", file=sys.stderr)
+        show_batches(config, out=sys.stdout, as_json=args.json)
+    except StoreError as error:
+        print(f"station-bridge batch list: {error}", file=sys.stderr)
         return 2
+    return 0
+
+
+@_with_config
+def _batch_end(args: argparse.Namespace, config: BridgeConfig) -> int:
+    from .admin import plan_end_batch
+
+    batch_id: str = args.batch_id
+    return _change(
+        config,
+        "batch end",
+        "/batch/end",
+        {"batch_id": batch_id},
+        lambda batches, outbox: plan_end_batch(batches, outbox, batch_id),
+    )
+
+
+def _change(
+    config: BridgeConfig,
+    command: str,
+    path: str,
+    body: dict[str, Any],
+    plan: Plan,
+    *,
+    check: Callable[[Change], Awaitable[None]] | None = None,
+) -> int:
+    """Made by the running bridge when one answers on its admin socket, else written to the
+    store of the stopped one: both decide with the same `plan` (and the same `check`)."""
+    from .admin import AdminError, change_stopped_bridge, report_change
+    from .live_admin import ask_running_bridge
+    from .store import StoreError
+
+    try:
+        change = ask_running_bridge(config, path, body)
+        if change is None:
+            change = asyncio.run(change_stopped_bridge(config, plan, check=check))
+    except (AdminError, StoreError) as error:
+        print(f"station-bridge {command}: {error}", file=sys.stderr)
+        return 2
+    report_change(change, out=sys.stdout)
     return 0
 
 
@@ -120,11 +223,18 @@ def _demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(wips=args.wips, out=sys.stdout))
 
 
+def _version() -> str:
+    from .version import bridge_version
+
+    return f"station-bridge {bridge_version()}"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="station-bridge",
         description="MQTT edge bridge between factory test stations and the F2X NeuroHub MES.",
     )
+    parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sim = commands.add_parser(
@@ -188,11 +298,35 @@ def _parser() -> argparse.ArgumentParser:
         ("drop", "delete dead letters for good"),
     ):
         command = outbox_commands.add_parser(
-            name, help=text, description=f"{text[0].upper()}{text[1:]}. Stop the bridge first."
+            name,
+            help=text,
+            description=f"{text[0].upper()}{text[1:]}. A running bridge does it itself (over "
+            "its admin socket in data_dir); a stopped one's store is changed directly.",
         )
         command.add_argument("--config", type=Path, required=True)
         command.add_argument("seq", type=int, nargs="+", help="request numbers, as `list` shows")
         command.set_defaults(run=_outbox_change)
+
+    batch = commands.add_parser("batch", help="the stations' active batches")
+    batch_commands = batch.add_subparsers(dest="batch_command", required=True, metavar="ACTION")
+    batches = batch_commands.add_parser(
+        "list",
+        help="active batches",
+        description="Reads the bridge's data_dir; safe while the bridge runs.",
+    )
+    batches.add_argument("--config", type=Path, required=True)
+    batches.add_argument("--json", action="store_true", help="one JSON object per line")
+    batches.set_defaults(run=_batch_list)
+    end = batch_commands.add_parser(
+        "end",
+        help="end a stuck batch (e.g. of a station removed from the config)",
+        description="Ends the batch as an abort would: its 착공 not yet sent is dropped; the MES "
+        "is not told. A running bridge does it itself and tells the station's tablet "
+        "(BATCH_ABORTED); a stopped one's store is changed directly.",
+    )
+    end.add_argument("--config", type=Path, required=True)
+    end.add_argument("batch_id", help="as `batch list` shows it")
+    end.set_defaults(run=_batch_end)
 
     gauge = commands.add_parser(
         "gauge-sim",
@@ -201,9 +335,50 @@ def _parser() -> argparse.ArgumentParser:
         "and plays an A&D balance, a Mettler Toledo MT-SICS balance (answers SI/S polls) or a "
         "key=value instrument on it until Ctrl-C.",
     )
-    gauge.add_argument("--format", choices=("and", "sics", "keyvalue"), required=True)
+    gauge.add_argument("--format", choices=("and", "sics", "keyvalue", "noise"), required=True)
     gauge.add_argument("--rate", type=float, default=2.0, help="lines per second (streaming)")
+    gauge.add_argument(
+        "--baud", type=int, help="talk at this baud rate only; others read garbage (as on a wire)"
+    )
+    gauge.add_argument("--framing", default="8N1", help="with --baud: 7E1, 8N1, 8E1, 7O1, ...")
+    gauge.add_argument("--terminator", choices=("crlf", "cr", "lf"), default="crlf")
+    gauge.add_argument("--polled", action="store_true", help="and: send only when asked (Q)")
+    gauge.add_argument("--decimal-comma", action="store_true", help="print +00123,45")
     gauge.set_defaults(run=_gauge_sim)
+
+    discover = commands.add_parser(
+        "discover",
+        help="find a gauge's serial settings and format on a port",
+        description="Listen on PORT at each baud rate and framing; where the gauge stays quiet, "
+        "send the polled protocols' harmless queries (MT-SICS SI, A&D Q) and nothing else. "
+        "Prints what was found and a devices: entry. Refuses a port a running bridge reads.",
+    )
+    discover.add_argument("port", help="e.g. /dev/serial/by-id/usb-FTDI_...")
+    discover.add_argument(
+        "--timeout", type=float, default=1.0, help="seconds to listen at each setting (1)"
+    )
+    discover.add_argument(
+        "--baud",
+        type=_baud_rates,
+        help="baud rates to try, comma-separated (default: the 8 from 1200 to 115200)",
+    )
+    discover.add_argument(
+        "--framing",
+        type=lambda text: text.split(","),
+        help="framings to try, comma-separated (default 8N1,7E1,8E1,7O1)",
+    )
+    discover.set_defaults(run=_discover)
+
+    watch = commands.add_parser(
+        "gauge-watch",
+        help="show a configured gauge's live readings (value, unit, stable, raw line)",
+        description="Open the device as the bridge would (stop the bridge first) and print "
+        "every line with what it parses to, and every change of status, until Ctrl-C.",
+    )
+    watch.add_argument("--config", type=Path, required=True, help="the bridge's YAML config")
+    watch.add_argument("name", help="the device's name (STATION/NAME when names repeat)")
+    watch.add_argument("--count", type=int, help="stop after this many lines")
+    watch.set_defaults(run=_gauge_watch)
 
     demo = commands.add_parser(
         "demo",

@@ -8,6 +8,7 @@ file named by the matching `*_file` key, so that a password never has to sit in 
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,6 +21,7 @@ from pydantic import (
     PositiveFloat,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import (
@@ -29,7 +31,9 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from devices.config import DeviceConfig
+from devices.config import DeviceConfig, StationId
+
+from .tls import client_context
 
 
 class _Section(BaseModel):
@@ -58,6 +62,10 @@ class MesConfig(_Section):
         default=None, description="a station key (X-API-Key); the MES accepts it for scan only"
     )
     api_key_file: Path | None = None
+    ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA(s) trusted for an https url, in addition to the system's CAs",
+    )
     timeout_s: PositiveFloat = 10.0
     rate_limit: Annotated[int, Field(ge=1)] = Field(
         default=90, description="requests per rate_window_s; the MES allows 100 a minute per IP"
@@ -69,11 +77,17 @@ class MesConfig(_Section):
     print_label: bool = False
     resolve_process_ids: bool = True
 
-    def shown_url(self) -> str:
-        """The URL with a password in it (`http://user:pw@host`) hidden."""
-        url = str(self.url)
-        password = self.url.password
-        return url.replace(f":{password}@", ":**********@", 1) if password else url
+    @field_validator("url")
+    @classmethod
+    def _no_user_info(cls, url: AnyHttpUrl) -> AnyHttpUrl:
+        # httpx turns `user:password@` into Basic auth, replacing the bearer token, and logs the
+        # URL at DEBUG: credentials go in username/password(_file), token or api_key.
+        if url.username is not None or url.password is not None:
+            raise ValueError(
+                "must not hold a user name or password (user:password@host): "
+                "give them as mes.username and mes.password_file"
+            )
+        return url
 
     @model_validator(mode="after")
     def _secrets_from_files(self) -> MesConfig:
@@ -89,10 +103,45 @@ class MesConfig(_Section):
             object.__setattr__(self, secret, _read_secret(file))
         if self.username is not None and self.password is None:
             raise ValueError("username needs a password (or password_file)")
+        if self.ca_file is not None:
+            client_context(ca_file=self.ca_file)  # a bad file is a config error, not an outage
         return self
 
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class MqttTls(_Section):
+    """TLS to the broker (`mqtt.tls`); its presence switches TLS on."""
+
+    ca_file: Path | None = Field(
+        default=None, description="PEM CA(s) trusted for the broker, in addition to the system's"
+    )
+    cert_file: Path | None = Field(
+        default=None, description="client certificate (PEM) for brokers that require one"
+    )
+    key_file: Path | None = Field(
+        default=None, description="the client certificate's key (PEM, unencrypted)"
+    )
+    insecure: bool = Field(
+        default=False,
+        description="do not check the broker's certificate is for mqtt.host (the chain still is)",
+    )
+
+    @model_validator(mode="after")
+    def _loadable(self) -> MqttTls:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file needs a cert_file")
+        self.context()  # a bad file is a config error, not a reconnect loop
+        return self
+
+    def context(self) -> ssl.SSLContext:
+        return client_context(
+            ca_file=self.ca_file,
+            cert_file=self.cert_file,
+            key_file=self.key_file,
+            check_hostname=not self.insecure,
+        )
 
 
 class MqttConfig(_Section):
@@ -103,9 +152,14 @@ class MqttConfig(_Section):
     embedded: bool = Field(
         default=False, description="start an amqtt broker in the bridge on host:port"
     )
+    embedded_users_file: Path | None = Field(
+        default=None,
+        description="the embedded broker's clients: `username:argon2-hash` lines; all must log in",
+    )
     username: str | None = None
     password: SecretStr | None = None
     password_file: Path | None = None
+    tls: MqttTls | None = Field(default=None, description="TLS to the broker; none when not set")
     client_id: str | None = Field(
         default=None, description="fixed MQTT client id; default station-bridge-<bridge_id>"
     )
@@ -120,6 +174,24 @@ class MqttConfig(_Section):
             if self.password is not None:
                 raise ValueError("give either password or password_file, not both")
             object.__setattr__(self, "password", _read_secret(self.password_file))
+        return self
+
+    @model_validator(mode="after")
+    def _embedded_broker(self) -> MqttConfig:
+        if self.embedded and self.tls is not None:
+            raise ValueError(
+                "the embedded broker speaks plain MQTT: mqtt.tls needs an external one"
+            )
+        if self.embedded_users_file is not None:
+            if not self.embedded:
+                raise ValueError("embedded_users_file is for the embedded broker (embedded: true)")
+            if not self.embedded_users_file.is_file():
+                raise ValueError(f"cannot read embedded_users_file {self.embedded_users_file}")
+            if self.username is None or self.password is None:
+                raise ValueError(
+                    "with embedded_users_file the bridge logs in to its own broker too: "
+                    "set username and password (or password_file), and put that user in the file"
+                )
         return self
 
 
@@ -144,13 +216,17 @@ class Limit(_Section):
 
 
 class StationConfig(_Section):
-    id: Name
+    id: StationId
     equipment_id: Annotated[int, Field(gt=0)] | None = None
     processes: list[Annotated[int, Field(ge=1, le=100)]] | None = Field(
         default=None, description="process numbers this station runs; any when not given"
     )
     auto_convert: bool = Field(
         default=False, description="convert a WIP to a serial when a complete leaves it COMPLETED"
+    )
+    converts: bool | None = Field(
+        default=None,
+        description="may send wip/convert; default: when it auto-converts or runs the last process",
     )
     limits: dict[Annotated[int, Field(ge=1, le=100)], dict[str, Limit]] = Field(
         default_factory=dict, description="process number -> measurement name -> limit"
@@ -160,6 +236,13 @@ class StationConfig(_Section):
         description="a station time further ahead of the bridge's clock than this is replaced "
         "by the time the bridge received the message (the station's is kept in the notes)",
     )
+
+
+class BatchesConfig(_Section):
+    """Bounds on what one batch gathers, so that its 완공 stays a request the MES can take in."""
+
+    max_measurements: Annotated[int, Field(ge=1)] = 1000
+    max_request_bytes: Annotated[int, Field(ge=1024)] = 262_144
 
 
 class OutboxConfig(_Section):
@@ -173,12 +256,43 @@ class OutboxConfig(_Section):
         default=3.0,
         description="a request whose first attempt has no answer by then is announced as queued",
     )
+    settle_s: PositiveFloat = Field(
+        default=75.0,
+        description="after an unknown outcome (timeout, lost answer, 502/504), how long that "
+        "WIP waits before asking the MES whether it was recorded: longer than the MES's own "
+        "request limit (the deployed nginx allows 60 s)",
+    )
+    offline_after_failures: Annotated[int, Field(ge=1)] = Field(
+        default=3,
+        description="failed attempts in a row, across all WIPs, that mean the MES is down",
+    )
+    idle_check_s: PositiveFloat = Field(
+        default=30.0,
+        description="with no answer from the MES for this long, GET /health (not rate-limited)",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> OutboxConfig:
         if self.retry_min_s > self.retry_max_s:
             raise ValueError("retry_min_s must not be above retry_max_s")
         return self
+
+
+class HttpConfig(_Section):
+    """The health, metrics and status-page endpoint (off unless `listen` is given)."""
+
+    listen: str | None = Field(
+        default=None,
+        pattern=r"^[^\s]+:[0-9]{1,5}$",
+        description="host:port to serve /healthz, /readyz, /metrics and / on; e.g. 127.0.0.1:9108",
+    )
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        if self.listen is None:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
 
 
 class BridgeConfig(BaseSettings):
@@ -198,6 +312,8 @@ class BridgeConfig(BaseSettings):
     mqtt: MqttConfig = MqttConfig()
     mes: MesConfig = MesConfig()
     outbox: OutboxConfig = OutboxConfig()
+    batches: BatchesConfig = BatchesConfig()
+    http: HttpConfig = HttpConfig()
     stations: list[StationConfig] = Field(default_factory=list)
     devices: list[DeviceConfig] = Field(default_factory=list)
 
@@ -216,6 +332,11 @@ class BridgeConfig(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> BridgeConfig:
+        if not self.stations:
+            raise ValueError(
+                "no stations configured: a bridge without stations has nothing to do; "
+                "list them under `stations:` (e.g. `- id: 3` for the topics station/3/...)"
+            )
         ids = [station.id for station in self.stations]
         if len(ids) != len(set(ids)):
             raise ValueError(f"station ids must be unique: {ids}")

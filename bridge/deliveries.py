@@ -14,6 +14,7 @@ from typing import Any
 from .config import BridgeConfig
 from .delivery import RetryPolicy
 from .dispatcher import Answer, Dispatcher, MesState
+from .faults import Faults
 from .mes import (
     CompleteProcess,
     Completion,
@@ -41,6 +42,7 @@ class Deliveries:
         *,
         mes: MesClient,
         clock: Callable[[], datetime],
+        faults: Faults | None = None,
     ) -> None:
         self._config = config
         self._state = state
@@ -52,7 +54,11 @@ class Deliveries:
             self,
             policy=RetryPolicy(config.outbox.retry_min_s, config.outbox.retry_max_s),
             probe_interval_s=config.outbox.probe_interval_s,
+            settle_s=config.outbox.settle_s,
+            offline_after=config.outbox.offline_after_failures,
+            release_every_s=config.mes.rate_window_s / config.mes.rate_limit,
             clock=clock,
+            faults=faults,
         )
 
     @property
@@ -207,7 +213,7 @@ class Deliveries:
         return made.model_copy(update={"batch_id": entry.batch_id, "batch_uid": entry.batch_uid})
 
     def mes_state_changed(self, state: MesState) -> None:
-        self._state.mes_state = str(state)
+        self._state.mes_state = state
         self._state.publish_all_status()
 
 

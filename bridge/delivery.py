@@ -3,8 +3,13 @@
 - Transient (network, timeout, 5xx, 429, login): try again after a capped exponential backoff
   with jitter; 429's `Retry-After` is honoured.
 - Permanent (business rules, validation): dead-letter, with the reason.
+- An unknown outcome the MES may still be working on (a timeout, a lost answer, a proxy's
+  502/504) is not checked before `settle_s`: a trace read earlier could miss a request that the
+  MES records a moment later, and the resend would be a second record.
 - A resend after an attempt with an unknown outcome that the MES refuses as a repeat — a
   duplicate PASS, an already converted WIP — was delivered the first time.
+- The MES is offline on evidence, not on one failure: `Outage` counts failures in a row across
+  every lane (a single reset connection at 5 % lost answers is not an outage).
 """
 
 from __future__ import annotations
@@ -52,11 +57,36 @@ def was_delivered_before(entry: Entry, error: MesError) -> bool:
 
 
 def after_failure(
-    entry: Entry, error: MesError, *, policy: RetryPolicy, now: datetime, jitter: float
+    entry: Entry,
+    error: MesError,
+    *,
+    policy: RetryPolicy,
+    now: datetime,
+    jitter: float,
+    settle_s: float,
 ) -> Retry | GiveUp:
     if not error.retryable:
         return GiveUp(error)
     delay = policy.delay(entry.attempts, jitter)
     if error.retry_after is not None:
         delay = max(delay, error.retry_after)
+    if error.unsettled:
+        delay = max(delay, settle_s)
     return Retry(at=now + timedelta(seconds=delay))
+
+
+@dataclass
+class Outage:
+    """Whether the MES is down, judged from evidence: `threshold` failed attempts in a row,
+    whichever lanes made them. Any answer from the MES resets the count."""
+
+    threshold: int
+    failures: int = 0
+
+    def failed(self) -> bool:
+        """One more failure; True once they are enough to call the MES offline."""
+        self.failures += 1
+        return self.failures >= self.threshold
+
+    def answered(self) -> None:
+        self.failures = 0

@@ -41,7 +41,8 @@ def _config(sim: MesSimulator, data_dir: Path, gauge_port: str) -> BridgeConfig:
         data_dir=data_dir,
         mqtt={"host": "127.0.0.1", "port": find_free_port(), "embedded": True},
         mes={"url": sim.url, "username": "admin", "password": "admin-pass", "timeout_s": 2},
-        outbox={"retry_min_s": 0.2, "retry_max_s": 1.0, "probe_interval_s": 0.5},
+        # settle_s: the simulator is done with a request once it answers or drops it.
+        outbox={"retry_min_s": 0.2, "retry_max_s": 1.0, "probe_interval_s": 0.5, "settle_s": 0.5},
         stations=[
             {
                 "id": "1",

@@ -3,6 +3,11 @@
 The dispatcher decides *when* to send and what an answer means (with `bridge.delivery`); what
 happens to batches, entries and result topics is the listener's business (`bridge.deliveries`), so
 that one place changes state and writes it to disk.
+
+The MES is called offline after failures in a row (`Outage`), not after one. While it is, only
+the probe knocks, with a real request (the MES's /health says 200 even with its database down);
+once a probe is answered, the waiting lanes are let go one at a time at the MES's pace
+(`release_every_s`), not all at once. A lane that fails in an unexpected way is restarted.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
-from .delivery import GiveUp, RetryPolicy, after_failure, was_delivered_before
+from .delivery import GiveUp, Outage, RetryPolicy, after_failure, was_delivered_before
+from .faults import FaultPoint, Faults
 from .mes import (
     CompleteProcess,
     Completion,
@@ -42,6 +48,7 @@ class MesState(StrEnum):
     ONLINE = "online"
     OFFLINE = "offline"
     AUTH_FAILED = "auth_failed"
+    TLS_FAILED = "tls_failed"
 
 
 class DeliveryListener(Protocol):
@@ -68,18 +75,29 @@ class Dispatcher:
         *,
         policy: RetryPolicy,
         probe_interval_s: float,
+        settle_s: float,
+        offline_after: int,
+        release_every_s: float,
         clock: Callable[[], datetime],
         jitter: Callable[[], float] = random.random,
+        faults: Faults | None = None,
     ) -> None:
         self._mes = mes
         self._outbox = outbox
         self._listener = listener
         self._policy = policy
         self._probe_interval_s = probe_interval_s
+        self._settle_s = settle_s
+        self._release_every_s = release_every_s
         self._clock = clock
         self._jitter = jitter
+        self._faults = faults or Faults()
+        self._outage = Outage(threshold=offline_after)
         self._lanes: dict[str, asyncio.Task[None]] = {}
         self._hurry: dict[str, asyncio.Event] = {}
+        # WIPs whose request was under way when the bridge stopped: the MES may still be at it.
+        self._unsettled: set[str] = set()
+        self._release: asyncio.Task[None] | None = None
         self._offline = asyncio.Event()
         self.state = MesState.UNKNOWN
 
@@ -95,6 +113,7 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Deliver what is waiting from before, then probe the MES while it is offline."""
+        self._unsettled = {entry.wip_id for entry in self._outbox.pending() if entry.in_flight}
         for wip_id in sorted(self._outbox.waiting_wips()):
             self.wake(wip_id)
         try:
@@ -104,45 +123,84 @@ class Dispatcher:
                 if self.state is MesState.OFFLINE:
                     await self._probe()
         finally:
-            lanes = list(self._lanes.values())
-            for lane in lanes:
-                lane.cancel()
-            await asyncio.gather(*lanes, return_exceptions=True)
+            tasks = [*self._lanes.values(), *([self._release] if self._release else [])]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _probe(self) -> None:
+        """Knock with a real request: the trace of a waiting WIP needs the database and a token."""
         try:
-            await self._mes.health()
-        except MesError:
+            await self._mes.probe(min(self._lanes, default=None))
+        except MesError as error:
+            if error.code in _OFFLINE_CODES or error.code is MesErrorCode.RATE_LIMITED:
+                _log.debug("the MES is still away: %s", error)
+                return  # every lane keeps waiting, with its backoff
+            if error.code is MesErrorCode.AUTH:
+                self._set_state(MesState.AUTH_FAILED)
+                return
+        except Exception:
+            _log.exception("the MES probe failed unexpectedly: still offline")
             return
-        _log.info("the MES answers again: retrying every waiting request now")
+        _log.info("the MES answers again: releasing the waiting requests at its pace")
+        self._outage.answered()
         self._set_state(MesState.ONLINE)
 
     async def _lane(self, wip_id: str) -> None:
-        hurry = self._hurry[wip_id]
+        """Deliver this WIP's entries; restart after anything unexpected, never stay dead."""
+        failures = 0
         try:
-            while (entry := self._outbox.head(wip_id)) is not None:
-                if self.state is MesState.OFFLINE and not hurry.is_set():
-                    # Only the probe knocks while the MES is away: lanes retrying on their own
-                    # would spend the MES's per-IP request budget before it is even back.
-                    await hurry.wait()
-                elif entry.next_attempt_at is not None:
-                    wait = (entry.next_attempt_at - self._clock()).total_seconds()
-                    if wait > 0 and not hurry.is_set():
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(hurry.wait(), timeout=wait)
-                hurry.clear()
+            while True:
                 try:
-                    await self._attempt(entry)
-                except StoreError as error:
-                    # Nothing was sent (the attempt is written down first): wait and try again.
-                    _log.error("%s: cannot write to disk, not sending: %s", entry.describe(), error)
-                    await asyncio.sleep(self._policy.max_s)
-        except Exception:
-            # A bug, not an MES answer: the entry stays on disk and is retried at restart.
-            _log.exception("delivery of %s stopped", wip_id)
+                    await self._deliver(wip_id)
+                    return
+                except Exception:
+                    # A bug, not an MES answer: the entry stays on disk; try again after a pause.
+                    failures += 1
+                    _log.exception("delivery of %s failed: restarting its lane", wip_id)
+                    await asyncio.sleep(self._policy.delay(failures, self._jitter()))
         finally:
             del self._lanes[wip_id]
             del self._hurry[wip_id]
+
+    async def _deliver(self, wip_id: str) -> None:
+        hurry = self._hurry[wip_id]
+        await self._faults.hit(FaultPoint.LANE_START)
+        if wip_id in self._unsettled:
+            # Its request was under way when the bridge stopped: the trace cannot be trusted
+            # until the MES can no longer be working on it.
+            await asyncio.sleep(self._settle_s)
+            self._unsettled.discard(wip_id)
+        while (entry := self._outbox.head(wip_id)) is not None:
+            await self._turn(entry, hurry)
+            try:
+                await self._attempt(entry)
+            except StoreError as error:
+                # Nothing was sent (the attempt is written down first): wait and try again.
+                _log.error("%s: cannot write to disk, not sending: %s", entry.describe(), error)
+                await asyncio.sleep(self._policy.max_s)
+
+    async def _turn(self, entry: Entry, hurry: asyncio.Event) -> None:
+        """Wait until this entry may be attempted."""
+        if entry.maybe_applied and entry.next_attempt_at is not None:
+            # Held for the settle time (or its backoff): a recovery does not cut it short.
+            wait = (entry.next_attempt_at - self._clock()).total_seconds()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        while not hurry.is_set():
+            if self.state is MesState.OFFLINE:
+                # Only the probe knocks while the MES is away: lanes retrying on their own
+                # would spend the MES's per-IP request budget before it is even back.
+                await hurry.wait()
+                break
+            if entry.next_attempt_at is None:
+                break
+            wait = (entry.next_attempt_at - self._clock()).total_seconds()
+            if wait <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(hurry.wait(), timeout=wait)
+        hurry.clear()
 
     async def _attempt(self, entry: Entry) -> None:
         started = await self._listener.attempt_starting(entry)
@@ -156,11 +214,22 @@ class Dispatcher:
                     answer = await self._mes.send(request)
             except (ValueError, TypeError) as error:  # cannot even be encoded: no retry helps
                 raise MesError(MesErrorCode.VALIDATION, detail=f"not sendable: {error}") from error
+            except MesError:
+                raise
+            except Exception as error:
+                # Not a known answer: whatever it was, the request may have reached the MES.
+                _log.exception("%s: unexpected failure", entry.describe())
+                raise MesError(
+                    MesErrorCode.SERVER,
+                    detail=f"unexpected: {type(error).__name__}: {error}",
+                    unsettled=True,
+                ) from error
         except MesError as error:
             if not was_delivered_before(entry, error):
                 await self._failed(entry, error)
                 return
             _log.info("%s: the MES already had it (%s)", entry.describe(), error.code)
+        self._outage.answered()
         self._set_state(MesState.ONLINE)
         status = await self._wip_status(request, answer)
         _log.info("%s delivered%s", entry.describe(), f" (WIP {status})" if status else "")
@@ -168,13 +237,23 @@ class Dispatcher:
 
     async def _failed(self, entry: Entry, error: MesError) -> None:
         if error.code in _OFFLINE_CODES:
-            self._set_state(MesState.OFFLINE)
+            if self._outage.failed():
+                self._set_state(MesState.OFFLINE)
         elif error.code is MesErrorCode.AUTH:
+            self._outage.answered()
             self._set_state(MesState.AUTH_FAILED)
+        elif error.code is MesErrorCode.TLS:
+            self._set_state(MesState.TLS_FAILED)
         else:
+            self._outage.answered()
             self._set_state(MesState.ONLINE)
         decision = after_failure(
-            entry, error, policy=self._policy, now=self._clock(), jitter=self._jitter()
+            entry,
+            error,
+            policy=self._policy,
+            now=self._clock(),
+            jitter=self._jitter(),
+            settle_s=self._settle_s,
         )
         if isinstance(decision, GiveUp):
             _log.warning("%s refused by the MES for good: %s", entry.describe(), error)
@@ -197,13 +276,24 @@ class Dispatcher:
         if state is self.state:
             return
         _log.info("MES is %s (was %s)", state, self.state)
-        recovered = self.offline and state is MesState.ONLINE
+        recovered = self.offline and state is not MesState.OFFLINE
         self.state = state
         if self.offline:
             self._offline.set()
         else:
             self._offline.clear()
-        if recovered:  # every lane that is backing off may go now
-            for event in self._hurry.values():
-                event.set()
+        if recovered and (self._release is None or self._release.done()):
+            self._release = asyncio.create_task(self._release_lanes(), name="release lanes")
         self._listener.mes_state_changed(state)
+
+    async def _release_lanes(self) -> None:
+        """Let every waiting lane go, one at a time at the MES's pace: all at once, they would
+        spend the MES's request budget in a burst, and fail together if it is not quite back."""
+        for wip_id in sorted(self._hurry):
+            if self.state is MesState.OFFLINE:
+                return  # down again: the rest keep waiting for the next confirmed recovery
+            event = self._hurry.get(wip_id)
+            if event is not None:
+                _log.debug("%s may go", wip_id)
+                event.set()
+                await asyncio.sleep(self._release_every_s)

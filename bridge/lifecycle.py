@@ -14,6 +14,7 @@ from typing import Any
 from . import redelivery
 from .config import StationConfig
 from .deliveries import Deliveries
+from .lanes import UnknownStations, may_convert, shown_id
 from .mes import CompleteProcess, ConvertToSerial, StartProcess
 from .messages import (
     BatchAbort,
@@ -29,7 +30,15 @@ from .outcomes import OFFLINE_EVENT, Event
 from .problems import Problem, ProblemCode
 from .results import Measured
 from .state import State, Transaction, batch_ids, entry_ids
-from .station import Batch, close_batch, open_batch, record, select_batch
+from .station import (
+    Batch,
+    close_batch,
+    is_redelivery,
+    open_batch,
+    record,
+    select_batch,
+    within_bounds,
+)
 from .store import StoreError
 from .topics import Inbound, Received, Topics
 
@@ -51,6 +60,7 @@ class Lifecycle:
         self._new_batch_id = new_batch_id
         self._new_uid = new_uid
         self._topics = Topics(state.config.mqtt.topic_prefix)
+        self._unknown = UnknownStations()
 
     async def handle(self, messages: Sequence[Received]) -> None:
         """MQTT messages that arrived together, in order. Returns once all their effects are on
@@ -83,6 +93,11 @@ class Lifecycle:
             tx.put(key, redelivery.handled(message, tx.answers[mark:]))
 
     def _one(self, tx: Transaction, message: Received) -> None:
+        if not message.payload:
+            # An empty message is how MQTT clears a retained one; the broker passes it on to
+            # subscribers. It carries no command, so it gets no answer.
+            _log.debug("ignored an empty message on %s (clears a retained message)", message.topic)
+            return
         parsed = self._topics.parse(message.topic)
         if parsed is None:
             _log.warning("ignored a message on %s: not a station topic", message.topic)
@@ -90,8 +105,7 @@ class Lifecycle:
         station_id, kind = parsed
         station = self._config.station(station_id)
         if station is None:
-            unknown = Problem(ProblemCode.UNKNOWN_STATION, f"no station {station_id!r}")
-            tx.error(station_id, unknown, topic=kind.value)
+            self._from_unknown(tx, station_id, kind)
             return
         if message.retained:
             # Replaying it would start a batch again, or add a stale reading to a new one.
@@ -111,6 +125,15 @@ class Lifecycle:
             self._abort(tx, station, payload)
         else:
             self._convert(tx, station, payload)
+
+    def _from_unknown(self, tx: Transaction, station_id: str, kind: Inbound) -> None:
+        """Not answered on the id's own topics (anyone can invent ids): on the bridge's."""
+        reply = self._unknown.note(station_id, now=self._state.clock())
+        if reply.log:
+            _log.warning("a message on %s for unknown station %r", kind.value, shown_id(station_id))
+        if reply.answer:
+            unknown = Problem(ProblemCode.UNKNOWN_STATION, f"no station {shown_id(station_id)!r}")
+            tx.bridge_error(unknown, station_id=shown_id(station_id), topic=kind.value)
 
     def _parse(self, kind: Inbound, message: Received) -> Payload | Problem:
         return parse_payload(kind, message.payload, max_bytes=self._config.mqtt.max_message_bytes)
@@ -132,15 +155,21 @@ class Lifecycle:
 
     async def measured(self, station_id: str, values: dict[str, Measured]) -> Batch | None:
         """A serial gauge's reading: recorded in the station's only active batch, if it has
-        one (the batch it went into is returned)."""
+        one and the reading keeps the batch within its bounds (the batch it went into is
+        returned)."""
         updated: Batch | None = None
         try:
             async with self._state.transaction() as tx:
                 batch = select_batch(self._state.batches.values(), station_id, None)
-                if not isinstance(batch, Problem):
-                    updated = record(batch, values)
-                    tx.stage(Change(measured=[(updated, list(values))]))
-                    tx.status_soon(station_id)
+                station = self._config.station(station_id)
+                if not isinstance(batch, Problem) and station is not None:
+                    candidate = record(batch, values)
+                    # Past a bound the reading is only shown (measurement/live, unrecorded): an
+                    # error per reading would flood the tablet at the gauge's rate.
+                    if within_bounds(candidate, station, bounds=self._config.batches) is None:
+                        updated = candidate
+                        tx.stage(Change(measured=[(updated, list(values))]))
+                        tx.status_soon(station_id)
         except StoreError as error:
             _log.error("reading not saved: %s", error)
             problem = Problem(ProblemCode.STORAGE_FAILED, str(error))
@@ -154,8 +183,7 @@ class Lifecycle:
 
     def _start(self, tx: Transaction, station: StationConfig, start: BatchStart) -> None:
         ids = {"wip_id": start.wip_id, "process_id": start.process_id, "batch_id": start.batch_id}
-        repeated = self._state.batches.get(start.batch_id or "")
-        if repeated and (repeated.wip_id, repeated.process) == (start.wip_id, start.process_id):
+        if is_redelivery(self._state.batches, station.id, start):
             _log.info("batch %s: the same start again: ignored", start.batch_id)
             return
         pending = self._state.outbox.pending_count()
@@ -190,6 +218,10 @@ class Lifecycle:
             return
         values = message.values()
         updated = record(batch, values, defects=message.defects)
+        refused = within_bounds(updated, station, bounds=self._config.batches)
+        if refused is not None:
+            tx.error(station.id, refused, **batch_ids(batch))
+            return
         tx.stage(Change(measured=[(updated, list(values))]))
         tx.status_soon(station.id)
 
@@ -198,7 +230,13 @@ class Lifecycle:
         if isinstance(batch, Problem):
             tx.error(station.id, batch, batch_id=message.batch_id)
             return
-        request, note = close_batch(batch, message, station, now=self._state.clock())
+        closed = close_batch(
+            batch, message, station, now=self._state.clock(), bounds=self._config.batches
+        )
+        if isinstance(closed, Problem):
+            tx.error(station.id, closed, **batch_ids(batch))
+            return
+        request, note = closed
         self._enqueue(tx, request, station.id, batch, Change(dropped_batches=[batch]), note)
 
     def _abort(self, tx: Transaction, station: StationConfig, message: BatchAbort) -> None:
@@ -217,6 +255,10 @@ class Lifecycle:
             tx.status_soon(station.id)
 
     def _convert(self, tx: Transaction, station: StationConfig, message: WipConvert) -> None:
+        refused = may_convert(station, self._config.stations)
+        if refused is not None:
+            tx.error(station.id, refused, wip_id=message.wip_id)
+            return
         request = ConvertToSerial(
             wip_id=message.wip_id, operator_id=message.operator_id, notes=message.notes
         )

@@ -21,7 +21,7 @@ def _auth_summary(config: MesConfig) -> str:
 
 
 async def check_mes(config: MesConfig, *, wip_id: str | None, out: TextIO) -> int:
-    print(f"MES {config.shown_url()}  {_auth_summary(config)}", file=out)
+    print(f"MES {config.url}  {_auth_summary(config)}", file=out)
     failures = 0
 
     async def step(name: str, action: Callable[[], Awaitable[str]]) -> None:

@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import random
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -56,6 +57,7 @@ class MqttLink:
     ) -> None:
         self._config = config
         self._client_id = client_id
+        self._tls = _tls_context(config)
         self._topics = Topics(config.topic_prefix)
         self._availability = self._topics.availability(bridge_id)
         self._faults = faults or Faults()
@@ -114,6 +116,7 @@ class MqttLink:
             clean_session=False,
             keepalive=self._config.keepalive_s,
             will=aiomqtt.Will(self._availability, b"offline", qos=1, retain=True),
+            tls_context=self._tls,
         )
         # aiomqtt 2.x has no public manual-ack switch yet (aiomqtt issue #345); paho underneath
         # has one. Without it paho acknowledges before the handler ran, and a crash then loses
@@ -187,6 +190,18 @@ class MqttLink:
                     self._outgoing.appendleft((topic, body, retain))  # sent again on reconnect
                     raise
             self._has_outgoing.clear()
+
+
+def _tls_context(config: MqttConfig) -> ssl.SSLContext | None:
+    if config.tls is None:
+        return None
+    if config.tls.insecure:
+        _log.warning(
+            "mqtt.tls.insecure: the broker's certificate is not checked against the name %s "
+            "(anyone holding a certificate from a trusted CA can pose as the broker)",
+            config.host,
+        )
+    return config.tls.context()
 
 
 class _Client(aiomqtt.Client):

@@ -17,6 +17,9 @@ class ProblemCode(StrEnum):
     MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
     UNKNOWN_STATION = "UNKNOWN_STATION"
     PROCESS_NOT_AT_STATION = "PROCESS_NOT_AT_STATION"
+    CONVERT_NOT_ALLOWED = "CONVERT_NOT_ALLOWED"
+    TOO_MANY_MEASUREMENTS = "TOO_MANY_MEASUREMENTS"
+    REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
     NO_ACTIVE_BATCH = "NO_ACTIVE_BATCH"
     SEVERAL_ACTIVE_BATCHES = "SEVERAL_ACTIVE_BATCHES"
     UNKNOWN_BATCH = "UNKNOWN_BATCH"
@@ -42,6 +45,19 @@ _WORDS: dict[ProblemCode, tuple[str, str]] = {
     ProblemCode.PROCESS_NOT_AT_STATION: (
         "This station does not run that process",
         "이 스테이션에서 수행하지 않는 공정입니다",
+    ),
+    ProblemCode.CONVERT_NOT_ALLOWED: (
+        "This station may not convert WIPs to serial numbers",
+        "이 스테이션은 시리얼 변환을 할 수 없습니다",
+    ),
+    ProblemCode.TOO_MANY_MEASUREMENTS: (
+        "The batch has as many measurements as it may hold: nothing of this message was recorded",
+        "배치의 측정값 개수가 한도에 도달했습니다: 이 메시지는 기록되지 않았습니다",
+    ),
+    ProblemCode.REQUEST_TOO_LARGE: (
+        "The completion (완공) would be too large for the MES: "
+        "nothing of this message was recorded",
+        "완공 요청이 MES로 보내기에 너무 큽니다: 이 메시지는 기록되지 않았습니다",
     ),
     ProblemCode.NO_ACTIVE_BATCH: (
         "No batch is running on this station: scan a WIP first",

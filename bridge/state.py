@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from . import redelivery
 from .config import BridgeConfig
+from .dispatcher import MesState
 from .faults import FaultPoint, Faults
 from .mes import CompleteProcess, MesError, StartProcess
 from .mes.models import format_utc
@@ -30,6 +31,7 @@ from .problems import Problem
 from .station import Batch
 from .store import Store, StoreError
 from .topics import Topics
+from .version import bridge_version
 
 _log = logging.getLogger(__name__)
 
@@ -85,6 +87,12 @@ class Transaction:
         _log.info("station %s: %s %s", station_id, error.to_dict()["code"], fields)
         self.result(station_id, Event.SEQUENCE_ERROR, error=error.to_dict(), **fields)
 
+    def bridge_error(self, error: Problem, **fields: Any) -> None:
+        """A refusal no station's topic may carry (a message for an id that is not a station)."""
+        state = self._state
+        payload = outcome(Event.SEQUENCE_ERROR, at=state.clock(), error=error.to_dict(), **fields)
+        self.republish([(state.topics.bridge_error(state.config.bridge_id), payload)])
+
     def republish(self, answers: list[Answer]) -> None:
         """Outcomes to publish as they are (a redelivered message's answers, as before)."""
         self.answers.extend(answers)
@@ -135,7 +143,8 @@ class State:
         self.topics = Topics(config.mqtt.topic_prefix)
         self.batches: dict[str, Batch] = {}
         self.outbox = Outbox()
-        self.mes_state = "unknown"
+        self.mes_state = MesState.UNKNOWN
+        self.mes_confirmed_at: datetime | None = None  # the MES's last answer (bridge.mes_watch)
         self.broker_session = "unknown"
         self.store = store
         self._faults = faults or Faults()
@@ -236,9 +245,12 @@ class State:
         else:
             self.broker_session = "new"
         if not self._broker_seen:
-            async with self.transaction() as tx:
-                tx.put(_BROKER_SESSION_KEY, '"seen"')
-            self._broker_seen = True
+            try:
+                async with self.transaction() as tx:
+                    tx.put(_BROKER_SESSION_KEY, '"seen"')
+                self._broker_seen = True
+            except StoreError as error:  # a full disk must not end the session: try next time
+                _log.error("not saved: %s", error)
         self.publish_all_status()
 
     def status_soon(self, station_id: str) -> None:
@@ -269,8 +281,12 @@ class State:
                 "pending_total": self.outbox.pending_count(),
                 "dead_letters": dead,
             },
-            "mes": self.mes_state,
+            "mes": str(self.mes_state),
+            "mes_confirmed_at": format_utc(self.mes_confirmed_at)
+            if self.mes_confirmed_at
+            else None,
             "broker_session": self.broker_session,
+            "version": bridge_version(),
             "at": format_utc(self.clock()),
         }
 

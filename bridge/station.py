@@ -6,14 +6,15 @@ an inbound payload and return the new batch, the 완공 to send, or a `Problem` 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from .config import StationConfig
-from .mes.models import CompleteProcess, UtcDatetime, format_utc
+from .config import BatchesConfig, StationConfig
+from .mes.models import CompleteProcess, Result, UtcDatetime, format_utc
 from .messages import BatchComplete, BatchStart
 from .problems import Problem, ProblemCode
 from .results import Measured, decide, unique
@@ -45,6 +46,25 @@ class Batch(BaseModel):
             return {**data, "uid": f"legacy-{data['batch_id']}"}
         return data
 
+    # What the measurements and defects add to the 완공's JSON: kept up to date by `record`, so
+    # that bounding a batch costs what a message adds, not what the batch holds.
+    _gathered_bytes: int | None = PrivateAttr(default=None)
+    _envelope_bytes: int | None = PrivateAttr(default=None)  # the rest: fixed for a batch
+
+    def __eq__(self, other: object) -> bool:
+        # The cached sizes are not part of what a batch is: one loaded from disk equals the one
+        # that was written.
+        if not isinstance(other, Batch):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    def gathered_bytes(self) -> int:
+        if self._gathered_bytes is None:
+            self._gathered_bytes = sum(
+                _entry_bytes(name, got.value) for name, got in self.measurements.items()
+            ) + sum(_item_bytes(code) for code in self.defects)
+        return self._gathered_bytes
+
     def summary(self) -> dict[str, Any]:
         """The batch as the station's status topic shows it."""
         return {
@@ -72,15 +92,19 @@ def open_batch(
             ProblemCode.PROCESS_NOT_AT_STATION,
             f"station {station.id} runs processes {station.processes}, not {start.process_id}",
         )
+    # Another station's batch is named to no one but that station: its ids are its own business.
     for batch in active:
         if batch.batch_id == batch_id:
-            return Problem(ProblemCode.DUPLICATE_BATCH, f"batch {batch_id} is already running")
+            return Problem(ProblemCode.DUPLICATE_BATCH, f"batch_id {batch_id} is in use")
         if batch.wip_id == start.wip_id:
+            where = (
+                f"batch {batch.batch_id} (process {batch.process}) here"
+                if batch.station_id == station.id
+                else "a batch of another station"
+            )
             return Problem(
                 ProblemCode.WIP_BUSY,
-                f"{start.wip_id} is in batch {batch.batch_id} "
-                f"(process {batch.process} at station {batch.station_id}): "
-                "complete or abort it first",
+                f"{start.wip_id} is in {where}: complete or abort it first",
             )
     started_at, note = station_time(
         start.started_at, now, max_skew_s=station.max_clock_skew_s, name="started_at"
@@ -119,6 +143,17 @@ def station_time(
     )
 
 
+def is_redelivery(active: Mapping[str, Batch], station_id: str, start: BatchStart) -> bool:
+    """The same start again (a broker's redelivery): a batch of this station with its batch_id,
+    WIP and process is open already."""
+    same = active.get(start.batch_id or "")
+    return same is not None and (same.station_id, same.wip_id, same.process) == (
+        station_id,
+        start.wip_id,
+        start.process_id,
+    )
+
+
 def select_batch(active: Iterable[Batch], station_id: str, batch_id: str | None) -> Batch | Problem:
     """The batch a message is for: the one named, or the station's only active batch."""
     here = [batch for batch in active if batch.station_id == station_id]
@@ -139,20 +174,97 @@ def select_batch(active: Iterable[Batch], station_id: str, batch_id: str | None)
 
 def record(batch: Batch, values: Mapping[str, Measured], *, defects: Iterable[str] = ()) -> Batch:
     """The batch with these measurements gathered; a repeated name keeps its latest value."""
-    return batch.model_copy(
-        update={
-            "measurements": {**batch.measurements, **values},
-            "defects": unique([*batch.defects, *defects]),
-        }
+    merged = unique([*batch.defects, *defects])
+    updated = batch.model_copy(
+        update={"measurements": {**batch.measurements, **values}, "defects": merged}
+    )
+    added = sum(_entry_bytes(name, got.value) for name, got in values.items())
+    replaced = sum(
+        _entry_bytes(name, batch.measurements[name].value)
+        for name in values
+        if name in batch.measurements
+    )
+    new_codes = sum(_item_bytes(code) for code in merged[len(batch.defects) :])
+    updated._gathered_bytes = batch.gathered_bytes() + added - replaced + new_codes
+    return updated
+
+
+def _item_bytes(value: Any) -> int:
+    """One JSON item with its comma (compact, UTF-8; never shorter than pydantic writes it)."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()) + 1
+
+
+def _entry_bytes(name: str, value: Any) -> int:
+    return _item_bytes(name) + _item_bytes(value)  # the name's "comma" stands for the colon
+
+
+DEFAULT_BOUNDS = BatchesConfig()
+
+
+def request_bytes(request: CompleteProcess) -> int:
+    """The size of a 완공 as the bridge stores and sends it (its JSON, UTF-8)."""
+    return len(request.model_dump_json().encode())
+
+
+def within_bounds(batch: Batch, station: StationConfig, *, bounds: BatchesConfig) -> Problem | None:
+    """Whether a batch with what a message just added may be kept: the message that would take
+    it past a bound is refused, so that its 완공 stays a request the MES can take in.
+
+    The size counted is never below that of the 완공 completed now without notes: the batch's
+    measurements and defects, with room for the longest result, a cycle time of 12 digits and
+    every defect the process's limits could add."""
+    if len(batch.measurements) > bounds.max_measurements:
+        return Problem(
+            ProblemCode.TOO_MANY_MEASUREMENTS,
+            f"{len(batch.measurements)} measurement names; at most {bounds.max_measurements} "
+            "per batch",
+        )
+    if batch._envelope_bytes is None:
+        batch._envelope_bytes = _envelope_bytes(batch, station)
+    return _size_problem(batch._envelope_bytes + batch.gathered_bytes(), bounds)
+
+
+def _envelope_bytes(batch: Batch, station: StationConfig) -> int:
+    """A 완공 of this batch without its measurements and reported defects, at its largest."""
+    limits = station.limits.get(batch.process, {})
+    worst = [
+        code
+        for name, limit in limits.items()
+        for code in (limit.defect, limit.missing_defect or f"MISSING_{name.upper()}")
+    ]
+    envelope = CompleteProcess(
+        wip_id=batch.wip_id,
+        process=batch.process,
+        operator_id=batch.operator_id,
+        result=Result.REWORK,
+        started_at=batch.started_at,
+        completed_at=batch.started_at,
+        measurements={"cycle_time_ms": 10**12},
+        defects=worst,
+    )
+    return request_bytes(envelope)
+
+
+def _size_problem(size: int, bounds: BatchesConfig) -> Problem | None:
+    if size <= bounds.max_request_bytes:
+        return None
+    return Problem(
+        ProblemCode.REQUEST_TOO_LARGE,
+        f"the 완공 would be {size} bytes; at most {bounds.max_request_bytes}",
     )
 
 
 def close_batch(
-    batch: Batch, complete: BatchComplete, station: StationConfig, *, now: datetime
-) -> tuple[CompleteProcess, str | None]:
+    batch: Batch,
+    complete: BatchComplete,
+    station: StationConfig,
+    *,
+    now: datetime,
+    bounds: BatchesConfig = DEFAULT_BOUNDS,
+) -> tuple[CompleteProcess, str | None] | Problem:
     """The 완공 for a batch (the stated result, or one decided from the station's limits), and
-    a note for the tablet when a station time was not used. `now` is when the bridge received
-    the complete."""
+    a note for the tablet when a station time was not used; or why it is too large to send.
+    `now` is when the bridge received the complete."""
     completed_at, note = station_time(
         complete.completed_at, now, max_skew_s=station.max_clock_skew_s, name="completed_at"
     )
@@ -173,7 +285,7 @@ def close_batch(
         stated=complete.result,
         cycle_time_ms=round((completed_at - batch.started_at).total_seconds() * 1000),
     )
-    return CompleteProcess(
+    request = CompleteProcess(
         wip_id=batch.wip_id,
         process=batch.process,
         operator_id=batch.operator_id,
@@ -183,7 +295,8 @@ def close_batch(
         measurements=verdict.measurements,
         defects=verdict.defects,
         notes=_joined(complete.notes, notes),
-    ), note
+    )
+    return _size_problem(request_bytes(request), bounds) or (request, note)
 
 
 def _joined(stated: str, clock: str) -> str:

@@ -4,12 +4,19 @@ Settings that make it a queue rather than a cache: nothing is ever evicted, ever
 to disk before it returns (a power cut loses nothing that was acknowledged), and values are JSON
 text, never pickles (readable with `sqlite3`, and safe to load). diskcache is synchronous, so all
 of its calls run on one worker thread, in order, off the event loop.
+
+The store holds operator ids, WIPs and measurements: its directory is 0700 and its files 0600,
+whatever the umask (`private`).
+
+The store records the format of its keys and values (`meta/format`). A bridge migrates an older
+store when it opens it, and refuses a newer one: it would misread what a later version wrote.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -17,8 +24,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import diskcache
+from diskcache.core import DBNAME
 
 _T = TypeVar("_T")
+_log = logging.getLogger(__name__)
+
+FORMAT_KEY = "meta/format"
+FORMAT = 1  # the format this bridge writes; docs/install.md says what changes it
+
+Rows = Mapping[str, str]
+Migration = Callable[[Rows], dict[str, str | None]]
+# MIGRATIONS[n] brings a store from format n to n + 1: the writes to make (None deletes), given
+# the rows `Store.open` read (not those it was told to skip: a migration that needs them reads
+# them). Format 0 is a store from before the format was recorded; its layout is format 1's.
+MIGRATIONS: dict[int, Migration] = {0: lambda rows: {}}
 
 SETTINGS: dict[str, Any] = {
     "eviction_policy": "none",
@@ -30,7 +49,8 @@ SETTINGS: dict[str, Any] = {
 
 
 class StoreError(Exception):
-    """The disk refused a write (full, read-only, corrupt): nothing of that change was kept."""
+    """The disk refused a write (full, read-only, corrupt): nothing of that change was kept. Or
+    the store is one this bridge cannot read (from a newer version)."""
 
 
 class Store:
@@ -48,10 +68,25 @@ class Store:
         """
 
         def opened() -> dict[str, str]:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            private(self.directory)
             self._lock = _exclusive(self.directory / "bridge.lock")
             self._cache = diskcache.Cache(str(self.directory), **SETTINGS)
-            return read_all(self._cache, skip=skip)
+            rows = read_all(self._cache, skip=skip)
+            try:
+                writes = upgrade(rows)
+            except StoreError as error:
+                raise StoreError(f"{self.directory}: {error}") from None
+            if writes:
+                with self._cache.transact():
+                    for key, value in writes.items():
+                        if value is None:
+                            self._cache.delete(key)
+                        else:
+                            self._cache.set(key, value)
+            if rows and writes:
+                found = stored_format(rows)
+                _log.info("%s: migrated from format %d to %d", self.directory, found, FORMAT)
+            return _applied(rows, writes)
 
         return await self._run(opened)
 
@@ -104,6 +139,21 @@ class Store:
             raise StoreError(f"{self.directory}: {type(error).__name__}: {error}") from error
 
 
+def private(directory: Path) -> None:
+    """Make the store's directory, and every missing one above it, 0700, and create the database
+    file 0600 before diskcache opens it: SQLite gives its -wal and -shm files the database
+    file's mode. A store made before this had umask modes: tightened here too."""
+    missing = [folder for folder in (directory, *directory.parents) if not folder.exists()]
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700)
+        os.chmod(folder, 0o700)  # mkdir's mode is cut by the umask
+    os.chmod(directory, 0o700)
+    os.close(os.open(directory / DBNAME, os.O_RDWR | os.O_CREAT, 0o600))
+    for entry in directory.iterdir():
+        if entry.is_file():
+            os.chmod(entry, 0o600)
+
+
 def _exclusive(path: Path) -> int:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -128,6 +178,42 @@ def read_all(cache: diskcache.Cache, *, skip: tuple[str, ...] = ()) -> dict[str,
     return rows
 
 
+def stored_format(rows: Rows) -> int:
+    """The format of a store holding `rows` (0: from before the format was recorded)."""
+    text = rows.get(FORMAT_KEY, "0")
+    if not text.isdigit():
+        raise StoreError(f"{FORMAT_KEY} is {text!r}, not a format number: is this a bridge store?")
+    return int(text)
+
+
+def upgrade(
+    rows: Rows, *, current: int = FORMAT, migrations: Mapping[int, Migration] = MIGRATIONS
+) -> dict[str, str | None]:
+    """The writes that bring a store holding `rows` to format `current` (none when it is)."""
+    found = stored_format(rows) if rows else current  # an empty store is new
+    if found > current:
+        raise StoreError(
+            f"the data is in format {found}, written by a newer station-bridge; this one reads "
+            f"format {current} at most. Run the newer version again (or restore the backup taken "
+            "before upgrading)"
+        )
+    if found == current and FORMAT_KEY in rows:
+        return {}
+    writes: dict[str, str | None] = {}
+    for version in range(found, current):
+        writes.update(migrations[version](_applied(rows, writes)))
+    writes[FORMAT_KEY] = str(current)
+    return writes
+
+
+def _applied(rows: Rows, writes: Mapping[str, str | None]) -> dict[str, str]:
+    """The rows after the writes, without the format (the store's business, not the state's)."""
+    result = {key: value for key, value in rows.items() if key not in writes}
+    result.update({key: value for key, value in writes.items() if value is not None})
+    result.pop(FORMAT_KEY, None)
+    return result
+
+
 def existing(directory: Path) -> Path:
     """The directory of a store that is there already (the admin commands must not make one)."""
     if not directory.is_dir():
@@ -136,6 +222,11 @@ def existing(directory: Path) -> Path:
 
 
 def read_directory(directory: Path) -> dict[str, str]:
-    """What a store holds, for `station-bridge outbox list` (safe while the bridge runs)."""
+    """What a store holds, for `station-bridge outbox list` (safe while the bridge runs). An older
+    store is read as if migrated, without writing to it."""
     with diskcache.Cache(str(existing(directory)), **SETTINGS) as cache:
-        return read_all(cache)
+        rows = read_all(cache)
+    try:
+        return _applied(rows, upgrade(rows))
+    except StoreError as error:
+        raise StoreError(f"{directory}: {error}") from None

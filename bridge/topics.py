@@ -85,3 +85,7 @@ class Topics:
 
     def availability(self, bridge_id: str) -> str:
         return self._full(f"bridge/{bridge_id}/availability")
+
+    def bridge_error(self, bridge_id: str) -> str:
+        """Where messages from ids that are not configured stations are answered."""
+        return self._full(f"bridge/{bridge_id}/error")

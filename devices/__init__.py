@@ -1,5 +1,9 @@
 """Serial gauges (RS-232/USB): pure line parsers, a reader per port, and a simulated gauge.
 
+Commissioning: `devices.discover` finds a gauge's settings (its judgements are pure, in
+`devices.discovery`), `devices.watch` shows a configured gauge's lines; `devices.silence` decides
+when a connected gauge has gone quiet.
+
 The bridge builds one `GaugeReader(device, events)` per configured `DeviceConfig`, runs each
 `reader.run()` as a task, and implements `DeviceEvents` to record and publish what they report.
 docs/devices.md is the reference.

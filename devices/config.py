@@ -11,6 +11,10 @@ Decisions (also in docs/devices.md):
   double-quoted string turns `\\r\\n` into CR LF and a single-quoted one is an easy mistake.
 - `poll.command` may be left out for `sics` only, where it means `SI` (send the weight now, stable
   or not; the stability filter then decides).
+- A gauge that goes quiet is noticed by missed polls (`poll.stale_after`, `poll.error_after`) when
+  it is polled, and by `max_silence_s` (and `silence_error_s`) when it streams; one of the two, so
+  that a polled gauge is never judged by a clock that its poll interval already sets.
+- `decimal_comma` is refused for `keyvalue`, where a comma separates pairs.
 """
 
 from __future__ import annotations
@@ -19,7 +23,15 @@ import math
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    field_validator,
+    model_validator,
+)
 
 DEVICE_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MEASUREMENT_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -29,6 +41,14 @@ SICS_DEFAULT_POLL_COMMAND = "SI"
 REGEX_GROUPS = frozenset({"value", "unit", "status"})
 
 Format = Literal["regex", "keyvalue", "and", "sics"]
+
+
+def _integer_as_text(value: object) -> object:
+    # YAML reads `id: 3` as a number, and station 3's topics are `station/3/...`: the same id.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+StationId = Annotated[str, BeforeValidator(_integer_as_text), Field(pattern=DEVICE_NAME_PATTERN)]
 
 
 class _Model(BaseModel):
@@ -42,6 +62,15 @@ class PollConfig(_Model):
         Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[\x20-\x7e]+$")] | None
     ) = None
     interval_s: PositiveFloat = 1.0
+    # Unanswered polls in a row before the device's status becomes stale, then error.
+    stale_after: Annotated[int, Field(ge=1)] = 3
+    error_after: Annotated[int, Field(ge=1)] = 10
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PollConfig:
+        if self.error_after < self.stale_after:
+            raise ValueError("poll.error_after must be at least poll.stale_after")
+        return self
 
 
 class DeviceConfig(_Model):
@@ -53,7 +82,7 @@ class DeviceConfig(_Model):
     bytesize: Literal[5, 6, 7, 8] = 8
     parity: Literal["N", "E", "O", "M", "S"] = "N"
     stopbits: float = 1  # 1, 1.5 or 2 (a Literal cannot hold 1.5)
-    station: Annotated[str, Field(pattern=DEVICE_NAME_PATTERN)]
+    station: StationId
     measurement: Annotated[str, Field(pattern=MEASUREMENT_NAME_PATTERN)] | None = None
     format: Format
     pattern: str | None = None
@@ -65,6 +94,9 @@ class DeviceConfig(_Model):
     record_unstable: bool = False
     reconnect_min_s: PositiveFloat = 0.5
     reconnect_max_s: PositiveFloat = 30.0
+    decimal_comma: bool = False
+    max_silence_s: PositiveFloat | None = None
+    silence_error_s: PositiveFloat | None = None
 
     @field_validator("terminator")
     @classmethod
@@ -96,6 +128,11 @@ class DeviceConfig(_Model):
     def _consistent(self) -> DeviceConfig:
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("reconnect_max_s must be at least reconnect_min_s")
+        self._check_silence()
+        if self.decimal_comma and self.format == "keyvalue":
+            raise ValueError(
+                "decimal_comma cannot be used with format keyvalue (a comma separates pairs)"
+            )
         if self.format == "regex":
             _check_pattern(self.pattern)
         elif self.pattern is not None:
@@ -109,6 +146,18 @@ class DeviceConfig(_Model):
                 self, "poll", self.poll.model_copy(update={"command": SICS_DEFAULT_POLL_COMMAND})
             )
         return self
+
+    def _check_silence(self) -> None:
+        if self.silence_error_s is not None:
+            if self.max_silence_s is None:
+                raise ValueError("silence_error_s needs max_silence_s (when the gauge is stale)")
+            if self.silence_error_s < self.max_silence_s:
+                raise ValueError("silence_error_s must be at least max_silence_s")
+        if self.max_silence_s is not None and self.poll is not None:
+            raise ValueError(
+                "max_silence_s is for streaming gauges; a polled gauge is watched by its missed "
+                "polls (poll.stale_after, poll.error_after)"
+            )
 
     @property
     def poll_bytes(self) -> bytes | None:

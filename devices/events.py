@@ -9,7 +9,7 @@ from typing import Literal, Protocol
 from devices.config import DeviceConfig
 from devices.readings import GaugeError, Reading
 
-DeviceState = Literal["connected", "disconnected", "error"]
+DeviceState = Literal["connected", "stale", "disconnected", "error"]
 
 
 def iso_utc(moment: datetime) -> str:
@@ -23,10 +23,14 @@ def iso_utc(moment: datetime) -> str:
 class DeviceStatus:
     """A device's state, published retained on `station/{sid}/device/{name}/status`.
 
-    - connected: the port is open (a streaming gauge may still be silent: nothing on it).
+    - connected: the port is open, and the gauge answers (or is not watched for silence).
+    - stale: the port is open but the gauge went quiet: `poll.stale_after` polls unanswered, or
+      a streaming gauge silent for longer than `max_silence_s`.
     - disconnected: the port is gone or closed (unplugged, not yet plugged in); the reader retries.
     - error: the port exists but cannot be used (permission, in use by another program, bad
-      settings) or the reader hit an unexpected failure; the reader retries.
+      settings) or the reader hit an unexpected failure; the reader retries. Also a gauge quiet
+      for `poll.error_after` polls or `silence_error_s`: the port stays open and the status goes
+      back to connected with the next line.
 
     `last_reading_at` is the time of the last accepted reading, as of this change of state;
     `since` is when the state began.

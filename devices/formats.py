@@ -36,9 +36,17 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 _STRIP = " \t\r\n\x00\x02\x03"
 
 
-def parse_number(text: str) -> float | None:
-    """A finite decimal number, as gauges print them ("+00123.45", "- 1.5", "1e3"), or None."""
+def parse_number(text: str, *, decimal_comma: bool = False) -> float | None:
+    """A finite decimal number, as gauges print them ("+00123.45", "- 1.5", "1e3"), or None.
+
+    With `decimal_comma`, one comma may stand for the point ("+00123,45"); a number with both is
+    refused (a thousands separator is never what a gauge means).
+    """
     compact = re.sub(r"^([-+])\s+", r"\1", text.strip())
+    if decimal_comma and "," in compact:
+        if "." in compact or compact.count(",") > 1:
+            return None
+        compact = compact.replace(",", ".")
     if not _NUMBER.fullmatch(compact):
         return None
     value = float(compact)
@@ -52,10 +60,13 @@ def _single(name: str, value: float, unit: str | None, *, stable: bool) -> Readi
 # --- A&D standard format -------------------------------------------------------------------
 
 _AND_LINE = re.compile(r"(?P<header>ST|US|QT|OL)(?:,(?P<header2>[A-Z-]{2}))?,(?P<rest>.*)")
-_AND_DATA = re.compile(r"(?P<value>[-+]?\s*[0-9.]+)\s*,?\s*(?P<unit>" + _UNIT.pattern + r")?")
+_AND_UNIT = r"\s*,?\s*(?P<unit>" + _UNIT.pattern + r")?"
+_AND_DATA = re.compile(r"(?P<value>[-+]?\s*[0-9.]+)" + _AND_UNIT)
+# With a decimal comma the data is "+00123,45" (and the CSV variant "+00123,45,  g").
+_AND_DATA_COMMA = re.compile(r"(?P<value>[-+]?\s*[0-9]*(?:[.,][0-9]*)?)" + _AND_UNIT)
 
 
-def parse_and(line: str, *, name: str) -> ParseResult:
+def parse_and(line: str, *, name: str, decimal_comma: bool = False) -> ParseResult:
     """A&D: header ST (stable), US (unstable), QT (stable count, unit PCS), OL (out of range).
 
     OL with a minus sign is out of range below (underload); any other OL is an overload.
@@ -72,8 +83,8 @@ def parse_and(line: str, *, name: str) -> ParseResult:
             else GaugeErrorCode.GAUGE_OVERLOAD
         )
         return gauge_error(code, text)
-    data = _AND_DATA.fullmatch(rest)
-    value = parse_number(data["value"]) if data else None
+    data = (_AND_DATA_COMMA if decimal_comma else _AND_DATA).fullmatch(rest)
+    value = parse_number(data["value"], decimal_comma=decimal_comma) if data else None
     if data is None or value is None:
         return unparseable("A&D data is not a finite number", text)
     unit = data["unit"]
@@ -99,7 +110,7 @@ _SICS_STATUS_ERRORS = {
 }
 
 
-def parse_sics(line: str, *, name: str) -> ParseResult:
+def parse_sics(line: str, *, name: str, decimal_comma: bool = False) -> ParseResult:
     """MT-SICS: `S S <value> <unit>` stable, `S D ...` dynamic (unstable), error replies."""
     text = line.strip(_STRIP)
     tokens = text.split()
@@ -113,7 +124,7 @@ def parse_sics(line: str, *, name: str) -> ParseResult:
         return gauge_error(code, f"{text}: {meaning}")
     if status not in ("S", "D") or len(tokens) not in (3, 4):
         return unparseable("not an MT-SICS weight reply", text)
-    value = parse_number(tokens[2])
+    value = parse_number(tokens[2], decimal_comma=decimal_comma)
     if value is None:
         return unparseable("MT-SICS weight is not a finite number", text)
     unit = tokens[3] if len(tokens) == 4 else None
@@ -169,7 +180,9 @@ _REGEX_STATUS: dict[str, GaugeErrorCode | bool] = {
 }
 
 
-def parse_regex(line: str, *, pattern: re.Pattern[str], name: str) -> ParseResult:
+def parse_regex(
+    line: str, *, pattern: re.Pattern[str], name: str, decimal_comma: bool = False
+) -> ParseResult:
     """The first match of `pattern` in the line (`search`: anchor it with ^...$ to be strict).
 
     An empty or absent `status` group means stable; other status texts are looked up,
@@ -187,7 +200,7 @@ def parse_regex(line: str, *, pattern: re.Pattern[str], name: str) -> ParseResul
     if isinstance(stable, GaugeErrorCode):
         return gauge_error(stable, text)
     raw_value = groups.get("value")
-    value = parse_number(raw_value) if raw_value is not None else None
+    value = parse_number(raw_value, decimal_comma=decimal_comma) if raw_value is not None else None
     if value is None:
         return unparseable("value is not a finite number", text)
     unit = (groups.get("unit") or "").strip() or None
@@ -219,12 +232,14 @@ def parse_line(device: DeviceConfig, line: str) -> ParseResult:
 def _parse_format(device: DeviceConfig, line: str) -> ParseResult:
     # The config guarantees measurement for the single-value formats and a valid regex pattern.
     name = device.measurement or ""
+    comma = device.decimal_comma
     match device.format:
         case "and":
-            return parse_and(line, name=name)
+            return parse_and(line, name=name, decimal_comma=comma)
         case "sics":
-            return parse_sics(line, name=name)
+            return parse_sics(line, name=name, decimal_comma=comma)
         case "keyvalue":
             return parse_keyvalue(line, prefix=device.measurement)
         case "regex":
-            return parse_regex(line, pattern=re.compile(device.pattern or ""), name=name)
+            pattern = re.compile(device.pattern or "")
+            return parse_regex(line, pattern=pattern, name=name, decimal_comma=comma)

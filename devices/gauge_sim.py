@@ -5,11 +5,18 @@ exactly as it would open `/dev/ttyUSB0`. It runs in its own thread, so it can be
 code, from a thread, or next to an asyncio loop (`start()`/`stop()`, or `with`).
 
 - `and`: A&D stream output at `rate_hz`: `ST,+00100.00  g`; after `set_value(v, settle_lines=n)`
-  n `US` lines first; `OL,+9999999E+19` while `set_overload(True)`.
+  n `US` lines first; `OL,+9999999E+19` while `set_overload(True)`. It answers `Q` with one line;
+  with `stream=False` that is all it sends (a balance in command mode).
 - `sics`: MT-SICS, answers only when asked: `S`/`SI` → `S S …` (`S D …` while settling), `SIR`
   → repeat at `rate_hz` until `@`, `Z` → `Z A`, `@` → `I4 A "…"`, anything else → `ES`;
   `S +` while overloaded.
 - `keyvalue`: a torque driver's stream: `torque=1.52 Nm angle=35.2 deg`.
+- `noise`: a stream of lines that no format reads (a gauge of an unknown kind, or a bad cable).
+
+`decimal_comma=True` prints `+00123,45`. `set_silent()` stops all output (the gauge switched off
+behind its adapter) until `set_silent(False)`. With `line=LineSettings(...)` the output is garbled
+unless the reader set matching settings on the pty (devices/line.py: what a pty can show), which
+stands in for a baud-rate mismatch; commands are then read as garbage too.
 
 With `link`, the simulator keeps a symlink to the current slave, and `unplug()`/`replug()` play a
 USB gauge pulled out and plugged back in (the pty goes away; a new one appears behind the link).
@@ -30,10 +37,12 @@ from types import FrameType, TracebackType
 from typing import Literal, TextIO, cast
 
 from devices.framing import LineFramer
+from devices.line import LineSettings, pty_shows
 
-SimFormat = Literal["and", "sics", "keyvalue"]
-_DEFAULT_UNITS: dict[str, str] = {"and": "g", "sics": "g", "keyvalue": "Nm"}
-_DEFAULT_VALUES: dict[str, float] = {"and": 100.0, "sics": 100.0, "keyvalue": 1.5}
+SimFormat = Literal["and", "sics", "keyvalue", "noise"]
+_DEFAULT_UNITS: dict[str, str] = {"and": "g", "sics": "g", "keyvalue": "Nm", "noise": ""}
+_DEFAULT_VALUES: dict[str, float] = {"and": 100.0, "sics": 100.0, "keyvalue": 1.5, "noise": 0.0}
+_NOISE = "#$%&*!?~^|<>[]{}ghjkqvwxz"
 _WRITE_TIMEOUT_S = 1.0  # a gauge does not wait for a reader: drop a line nobody takes
 
 
@@ -49,9 +58,12 @@ class GaugeSimulator:
         wander: bool = False,
         terminator: str = "\r\n",
         seed: int | None = None,
+        stream: bool | None = None,
+        line: LineSettings | None = None,
+        decimal_comma: bool = False,
     ) -> None:
         if format not in _DEFAULT_UNITS:
-            raise ValueError(f"unknown simulator format {format!r}: and, sics or keyvalue")
+            raise ValueError(f"unknown simulator format {format!r}: and, sics, keyvalue or noise")
         if rate_hz <= 0:
             raise ValueError("rate_hz must be positive")
         self.format: SimFormat = format
@@ -68,7 +80,10 @@ class GaugeSimulator:
         self._shown = start  # what an unstable line shows while settling
         self._settle = 0
         self._overload = False
-        self._repeat = format != "sics"  # sics streams only after SIR
+        self._repeat = format != "sics" if stream is None else stream  # sics: only after SIR
+        self._line = line
+        self._decimal_comma = decimal_comma
+        self._silent = False
         self._commands: list[str] = []
         self._master: int | None = None
         self._slave: int | None = None
@@ -152,6 +167,11 @@ class GaugeSimulator:
         with self._lock:
             self._overload = on
 
+    def set_silent(self, on: bool = True) -> None:
+        """Send nothing at all (no stream, no answers) until `set_silent(False)`."""
+        with self._lock:
+            self._silent = on
+
     def send_line(self, line: str) -> None:
         """Send one line now, as it is (the terminator is added)."""
         self._write(line.encode("utf-8") + self._terminator)
@@ -215,8 +235,12 @@ class GaugeSimulator:
     def _answer(self, command: str) -> None:
         with self._lock:
             self._commands.append(command)
+        if self._line is not None and not self._matches():
+            command = "\ufffd"  # sent at another baud rate: the gauge hears garbage
+        if self.format == "and" and command == "Q":
+            self._write(self._next_line().encode("utf-8") + self._terminator)
         if self.format != "sics":
-            return  # stream gauges ignore what they are sent
+            return  # stream gauges ignore the rest of what they are sent
         match command:
             case "S" | "SI":
                 reply = self._next_line(stable_only=command == "S")
@@ -242,21 +266,36 @@ class GaugeSimulator:
                 self._settle -= 1
             shown = self._shown if settling else self._value
             overload = self._overload
+        mark = "," if self._decimal_comma else "."
         match self.format:
             case "and":
                 if overload:
                     return "OL,+9999999E+19"
-                return f"{'US' if settling else 'ST'},{shown:+09.2f}{self.unit:>3}"
+                data = f"{shown:+09.2f}".replace(".", mark)
+                return f"{'US' if settling else 'ST'},{data}{self.unit:>3}"
             case "sics":
                 if overload:
                     return "S +"
-                return f"S {'D' if settling else 'S'} {shown:>10.2f} {self.unit}"
+                data = f"{shown:>10.2f}".replace(".", mark)
+                return f"S {'D' if settling else 'S'} {data} {self.unit}"
             case "keyvalue":
                 return f"torque={shown:.2f} {self.unit} angle={shown * 23.1:.1f} deg"
+            case "noise":
+                return "".join(self._rng.choice(_NOISE) for _ in range(self._rng.randint(8, 24)))
+
+    def _matches(self) -> bool:
+        with self._lock:
+            slave, line = self._slave, self._line
+        return slave is None or line is None or pty_shows(slave, line)
 
     def _write(self, data: bytes) -> None:
         deadline = time.monotonic() + _WRITE_TIMEOUT_S
+        if not self._matches():
+            # What a UART at the wrong baud rate makes of a line: bytes, none of them a terminator.
+            data = bytes(self._rng.randrange(0x80, 0x100) for _ in data)
         with self._lock:
+            if self._silent:
+                return
             while data and self._master is not None:
                 try:
                     data = data[os.write(self._master, data) :]
@@ -269,11 +308,20 @@ class GaugeSimulator:
                     return
 
 
-def run_gauge_sim(*, format: str, rate_hz: float, out: TextIO) -> int:
+def run_gauge_sim(
+    *,
+    format: str,
+    rate_hz: float,
+    out: TextIO,
+    line: LineSettings | None = None,
+    terminator: str = "\r\n",
+    stream: bool | None = None,
+    decimal_comma: bool = False,
+) -> int:
     """`station-bridge gauge-sim`: print the port path (first line), explain, run until
     SIGINT/SIGTERM. Call from the main thread (signal handlers)."""
     if format not in _DEFAULT_UNITS:
-        raise ValueError(f"unknown simulator format {format!r}: and, sics or keyvalue")
+        raise ValueError(f"unknown simulator format {format!r}: and, sics, keyvalue or noise")
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -281,9 +329,21 @@ def run_gauge_sim(*, format: str, rate_hz: float, out: TextIO) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with GaugeSimulator(format=cast(SimFormat, format), rate_hz=rate_hz, wander=True) as sim:
+        with GaugeSimulator(
+            format=cast(SimFormat, format),
+            rate_hz=rate_hz,
+            wander=True,
+            line=line,
+            terminator=terminator,
+            stream=stream,
+            decimal_comma=decimal_comma,
+        ) as sim:
             out.write(f"{sim.path}\n")
             out.write(_EXPLAIN[format].format(path=sim.path, rate=rate_hz))
+            if line is not None:
+                out.write(f"It talks at {line} only: other settings read garbage.\n")
+            if stream is False:
+                out.write("It sends only when asked (Q).\n")
             out.flush()
             while not stop.wait(0.5):
                 pass
@@ -299,7 +359,7 @@ _EXPLAIN = {
         "Configure a device with format: and, port: {path}. Stop with Ctrl-C.\n"
     ),
     "sics": (
-        "Mettler Toledo MT-SICS balance on {path}; it answers S, SI, SIR, Z, @ (CR LF).\n"
+        "Mettler Toledo MT-SICS balance on {path}; it answers S, SI, SIR, Z, @.\n"
         "Configure a device with format: sics, port: {path}, poll: {{interval_s: 1}}. "
         "Stop with Ctrl-C.\n"
     ),
@@ -307,4 +367,5 @@ _EXPLAIN = {
         "Torque driver streaming 'torque=… Nm angle=… deg' at {rate} Hz on {path}.\n"
         "Configure a device with format: keyvalue, port: {path}. Stop with Ctrl-C.\n"
     ),
+    "noise": ("A line of garbage at {rate} Hz on {path}: no format reads it. Stop with Ctrl-C.\n"),
 }

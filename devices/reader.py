@@ -4,8 +4,10 @@
 it off the event loop), report `connected`, then read lines and, for a polled gauge, write the poll
 command, until the port fails, ends, or its path disappears; report `disconnected` and reopen with
 capped exponential backoff and jitter (USB re-enumeration: the path goes away and comes back, and
-several readers must not retry in lockstep). Nothing but CancelledError leaves `run()`: failures
-are logged and reported as status `error`, then retried like a disconnection.
+several readers must not retry in lockstep). While connected, a `SilenceWatch` decides when a
+gauge that stopped answering is `stale`, then `error`, and the status returns to `connected` with
+the next line. Nothing but CancelledError leaves `run()`: failures are logged and reported as
+status `error`, then retried like a disconnection.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import errno
 import logging
 import os
 import random
+import termios
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -26,16 +29,19 @@ from devices.events import DeviceEvents, DeviceState, DeviceStatus
 from devices.formats import parse_line
 from devices.framing import LineFramer
 from devices.readings import GaugeError, GaugeErrorCode, Ignored, Reading
+from devices.silence import SilenceWatch
 
 _log = logging.getLogger(__name__)
 
 _READ_SIZE = 4096
 _WATCH_INTERVAL_S = 1.0  # how often the port's path is checked while connected
 _CLOSE_TIMEOUT_S = 5.0
+_SILENCE_CHECKS_PER_LIMIT = 4  # a streaming gauge's silence is checked 4 times per max_silence_s
 
 _MISSING = {errno.ENOENT, errno.ENODEV, errno.ENXIO}
 _DENIED = {errno.EACCES, errno.EPERM}
 _BUSY = {errno.EAGAIN, errno.EWOULDBLOCK, errno.EBUSY}
+PORT_IN_USE = "is in use by another program"  # in the status detail of a port another one holds
 
 
 def _utc_now() -> datetime:
@@ -74,8 +80,12 @@ class GaugeReader:
         *,
         clock: Callable[[], datetime] = _utc_now,
         rng: random.Random | None = None,
+        on_line: Callable[[str, datetime], None] | None = None,
     ) -> None:
+        """`on_line(line, at)` sees every framed line, whatever it parses to (for
+        `station-bridge gauge-watch`)."""
         self._device = device
+        self._on_line = on_line
         self._events = events
         self._clock = clock
         self._rng = rng or random.Random()
@@ -83,6 +93,8 @@ class GaugeReader:
         self._last_reading_at: datetime | None = None
         self._last_error: GaugeError | None = None
         self._quiet = False  # garbage already logged at WARNING since the last good line
+        self._silence: SilenceWatch | None = None
+        self._gone_quiet = False  # the status is stale or error because the gauge is silent
         self.counters = ReaderCounters()
 
     @property
@@ -132,7 +144,12 @@ class GaugeReader:
         except (OSError, ValueError) as error:  # SerialException is an OSError
             await self._set_state(*classify_open_error(device.port, error))
             return False
+        except termios.error as error:  # pyserial lets tcsetattr's refusal through as it is
+            await self._set_state("error", f"port {device.port} refuses these settings: {error}")
+            return False
         self.counters.connects += 1
+        self._silence = SilenceWatch(device, started=self._clock())
+        self._gone_quiet = False
         lines_before = self.counters.lines
         _log.info("%s: connected on %s", device.name, device.port)
         try:
@@ -155,6 +172,9 @@ class GaugeReader:
         identity = _port_identity(device.port)
         if identity is not None:
             tasks.append(asyncio.create_task(self._watch(identity)))
+        if device.poll is None and device.max_silence_s is not None:
+            tick = device.max_silence_s / _SILENCE_CHECKS_PER_LIMIT
+            tasks.append(asyncio.create_task(self._watch_silence(min(tick, _WATCH_INTERVAL_S))))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             # Prefer the reader's account of why the session ended when several finished.
@@ -188,6 +208,11 @@ class GaugeReader:
         self.counters.lines += 1
         result = parse_line(device, line)
         at = self._clock()
+        if self._on_line is not None:
+            self._on_line(line, at)
+        if self._silence is not None:
+            self._silence.heard(at)
+            await self._judge_silence()
         if isinstance(result, Reading):
             self.counters.readings += 1
             self._last_reading_at = at
@@ -217,8 +242,29 @@ class GaugeReader:
                 await writer.drain()
             except OSError as error:
                 return f"write failed: {error}"
+            if self._silence is not None:
+                self._silence.polled(self._clock())
+                await self._judge_silence()
             await asyncio.sleep(interval)
         return "port closed"
+
+    async def _watch_silence(self, interval: float) -> str:
+        while True:
+            await asyncio.sleep(interval)
+            await self._judge_silence()
+
+    async def _judge_silence(self) -> None:
+        verdict = self._silence.verdict(self._clock()) if self._silence is not None else None
+        if verdict is None:
+            if self._gone_quiet:
+                self._gone_quiet = False
+                _log.info("%s: answering again", self._device.name)
+                await self._set_state("connected", "")
+            return
+        if not self._gone_quiet or self._status is None or self._status.state != verdict.level:
+            _log.warning("%s: %s: %s", self._device.name, verdict.level, verdict.detail)
+        self._gone_quiet = True
+        await self._set_state(verdict.level, verdict.detail)
 
     async def _watch(self, identity: int) -> str:
         # A USB adapter that re-enumerates may leave the old file descriptor silent instead of
@@ -280,7 +326,7 @@ def classify_open_error(port: str, error: OSError | ValueError) -> tuple[DeviceS
     if code in _DENIED:
         return "error", f"permission denied on {port}: add the bridge's user to the dialout group"
     if code in _BUSY:
-        return "error", f"port {port} is in use by another program"
+        return "error", f"port {port} {PORT_IN_USE}"
     return "error", f"cannot open {port}: {error}"[:200]
 
 

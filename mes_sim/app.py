@@ -173,6 +173,7 @@ class Counters:
     rate_limited: int = 0  # 429s answered
     labels_printed: int = 0  # generate-from-wip calls with print_label true
     responses_dropped: int = 0  # answers withheld by the drop_response fault
+    slow_finished: int = 0  # requests the slow fault delayed that are done (applied or refused)
     # "POST /api/v1/wip-items/{wip_id}/scan": n — what a client really sent, route by route
     requests_by_route: dict[str, int] = field(default_factory=dict)
 
@@ -337,6 +338,9 @@ class MesApp:
             self._stopping.wait(faults.delay_s)
         limited = self._rate_limit(request)
         response = limited or self._route(request, self._api_routes)
+        if mode == "slow":
+            with self._lock:
+                self._counters.slow_finished += 1
         if mode == "drop_response":
             with self._lock:
                 self._counters.responses_dropped += 1

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
@@ -15,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..config import MesConfig
 from ..faults import FaultPoint, Faults
+from ..tls import certificate_problem, client_context
 from .auth import TokenSource
 from .errors import MesError, MesErrorCode, classify_response, classify_transport
 from .instants import same_instant
@@ -63,6 +66,7 @@ class MesClient:
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
         faults: Faults | None = None,
+        event_hooks: Mapping[str, list[Callable[..., Any]]] | None = None,
     ) -> None:
         self._config = config
         if faults is not None:
@@ -72,6 +76,8 @@ class MesClient:
             timeout=httpx.Timeout(config.timeout_s),
             transport=transport,
             headers={"Accept": "application/json"},
+            verify=client_context(ca_file=config.ca_file),
+            event_hooks=event_hooks,  # metrics and the reachability watch see every exchange
         )
         self._pacer = Pacer(limit=config.rate_limit, window_s=config.rate_window_s, clock=clock)
         self._tokens = TokenSource(
@@ -350,7 +356,13 @@ class MesClient:
     ) -> httpx.Response:
         try:
             return await self._http.request(method, path, params=params, json=json, headers=headers)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+        except httpx.ConnectError as error:
+            if (problem := certificate_problem(error)) is not None:
+                detail = _tls_detail(problem, self._config.ca_file)
+                _log.error("MES %s: TLS failed: %s", self._config.url, detail)
+                raise classify_transport("tls", sent=False, detail=detail) from error
+            raise classify_transport("network", sent=False, detail=_describe(error)) from error
+        except httpx.ConnectTimeout as error:
             raise classify_transport("network", sent=False, detail=_describe(error)) from error
         except httpx.PoolTimeout as error:
             raise classify_transport("timeout", sent=False, detail=_describe(error)) from error
@@ -397,6 +409,12 @@ class MesClient:
         if not isinstance(body, list):
             raise MesError(MesErrorCode.SERVER, detail="expected a list from the MES")
         return [cls._parse(model, item) for item in body]
+
+
+def _tls_detail(problem: ssl.SSLError, ca_file: Path | None) -> str:
+    why = getattr(problem, "verify_message", None) or problem.strerror or str(problem)
+    trusted = f"the system's CAs and {ca_file}" if ca_file else "the system's CAs (no mes.ca_file)"
+    return f"{problem.reason}: {why.rstrip('.')}; trusted: {trusted}"
 
 
 def _describe(error: httpx.HTTPError) -> str:

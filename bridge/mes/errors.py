@@ -28,6 +28,7 @@ class MesErrorCode(StrEnum):
     SERVER = "SERVER"
     TIMEOUT = "TIMEOUT"
     NETWORK = "NETWORK"
+    TLS = "TLS"
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,13 @@ _MEANINGS: dict[MesErrorCode, _Meaning] = {
     ),
     MesErrorCode.SERVER: _Meaning(
         True, "MES server error: will retry", "MES 서버 오류: 잠시 후 다시 시도합니다"
+    ),
+    # Retryable like AUTH: the fix is in the bridge's config (mes.ca_file) or the MES's
+    # certificate, and the records waiting for it must be kept.
+    MesErrorCode.TLS: _Meaning(
+        True,
+        "The MES's certificate is not trusted: check mes.ca_file and mes.url",
+        "MES 인증서를 신뢰할 수 없습니다: mes.ca_file과 mes.url을 확인하세요",
     ),
 }
 
@@ -224,6 +232,8 @@ def classify_response(status: int, body: Any, *, retry_after: str | None = None)
         # A redirect means mes.url is out of date (http -> https, a moved proxy): no request
         # is wrong, so it waits for the configuration to be fixed rather than being dropped.
         return error(MesErrorCode.SERVER)
+    if status == 413:  # too large to take in: the same request will never fit, dead-letter it
+        return error(MesErrorCode.VALIDATION)
     if mes_code is not None and mes_code in MesErrorCode.__members__:
         return error(MesErrorCode(mes_code))
 
@@ -251,8 +261,10 @@ def classify_response(status: int, body: Any, *, retry_after: str | None = None)
 def classify_transport(kind: str, *, sent: bool, detail: str = "") -> MesError:
     """Classify a request that got no HTTP answer.
 
-    `kind` is "timeout" or "network"; `sent` is whether the request may have reached the MES
-    (a read timeout or a connection dropped after writing, as opposed to a refused connect).
+    `kind` is "timeout", "network" or "tls" (the TLS handshake failed: an untrusted or
+    mismatched certificate); `sent` is whether the request may have reached the MES (a read
+    timeout or a connection dropped after writing, as opposed to a refused connect).
     """
-    code = MesErrorCode.TIMEOUT if kind == "timeout" else MesErrorCode.NETWORK
+    codes = {"timeout": MesErrorCode.TIMEOUT, "tls": MesErrorCode.TLS}
+    code = codes.get(kind, MesErrorCode.NETWORK)
     return MesError(code, detail=detail, unsettled=sent)

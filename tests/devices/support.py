@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import select
+import termios
 import time
 import tty
 from collections.abc import AsyncIterator
@@ -137,3 +138,19 @@ async def running(reader: GaugeReader) -> AsyncIterator[asyncio.Task[None]]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def pty_refuses_parity() -> bool:
+    """Whether this kernel's ptys refuse (EINVAL) a reconfiguration with parity, as Linux 6.x
+    does: the pty keeps no parity, and a change that keeps nothing is refused."""
+    import serial
+
+    terminal = Pty()
+    try:
+        with serial.Serial(terminal.path, 9600, parity="E") as port:
+            port.timeout = 0  # what pyserial-asyncio-fast does after opening
+        return False
+    except termios.error:
+        return True
+    finally:
+        terminal.close()

@@ -23,6 +23,13 @@ def test_defaults_are_the_common_serial_settings() -> None:
     assert (device.reconnect_min_s, device.reconnect_max_s) == (0.5, 30.0)
     assert device.record_unstable is False
     assert device.poll is None and device.poll_bytes is None
+    assert device.decimal_comma is False
+    assert (device.max_silence_s, device.silence_error_s) == (None, None)
+
+
+def test_a_polled_gauge_is_stale_after_3_missed_polls_and_error_after_10_by_default() -> None:
+    poll = make_device(format="sics", poll={}).poll
+    assert poll is not None and (poll.stale_after, poll.error_after) == (3, 10)
 
 
 def test_a_by_id_port_is_kept_as_it_is() -> None:
@@ -61,6 +68,13 @@ def test_a_by_id_port_is_kept_as_it_is() -> None:
         ({"max_line_bytes": 4}, "max_line_bytes"),
         ({"reconnect_min_s": 5, "reconnect_max_s": 1}, "reconnect_max_s must be at least"),
         ({"reconnect_min_s": 0}, "reconnect_min_s"),
+        ({"format": "keyvalue", "measurement": None, "decimal_comma": True}, "separates pairs"),
+        ({"poll": {"command": "Q", "stale_after": 0}}, "stale_after"),
+        ({"poll": {"command": "Q", "stale_after": 5, "error_after": 2}}, "error_after must be"),
+        ({"max_silence_s": 0}, "max_silence_s"),
+        ({"silence_error_s": 10}, "silence_error_s needs max_silence_s"),
+        ({"max_silence_s": 10, "silence_error_s": 5}, "silence_error_s must be at least"),
+        ({"max_silence_s": 5, "poll": {"command": "Q"}}, "watched by its missed polls"),
     ],
 )
 def test_invalid_settings_are_refused_with_a_message(

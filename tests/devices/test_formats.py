@@ -53,6 +53,53 @@ def test_parse_number_accepts_finite_decimals_only(text: str, expected: float | 
 
 
 @pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("+00123,45", 123.45),
+        ("- 0,5", -0.5),
+        ("12.5", 12.5),  # a point still reads as one
+        ("1,234.5", None),
+        ("1,2,3", None),
+        (",", None),
+    ],
+)
+def test_parse_number_with_a_decimal_comma(text: str, expected: float | None) -> None:
+    assert parse_number(text, decimal_comma=True) == expected
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("ST,+00123,45  g", one(123.45, "g")),
+        ("ST,+00012,34,  g", one(12.34, "g")),  # the CSV variant
+        ("US,-00001,20 kg", one(-1.2, "kg", stable=False)),
+        ("QT,+00012345 PC", one(12345.0, "PCS")),
+        ("ST,+00012.34,  g", one(12.34, "g")),
+        ("ST,+001,2,3  g", UNPARSEABLE),
+        ("ST,+,  g", UNPARSEABLE),
+    ],
+)
+def test_and_lines_with_a_decimal_comma(line: str, expected: Reading | GaugeErrorCode) -> None:
+    assert outcome(parse_and(line, name="w", decimal_comma=True)) == expected
+
+
+def test_a_decimal_comma_is_garbage_unless_the_device_allows_it() -> None:
+    assert outcome(parse_and("ST,+00123,45  g", name="w")) == UNPARSEABLE
+    assert outcome(parse_sics("S S     123,45 g", name="w")) == UNPARSEABLE
+    assert outcome(parse_sics("S S     123,45 g", name="w", decimal_comma=True)) == one(123.45, "g")
+    pattern = re.compile(r"^DCV (?P<value>\S+) V$")
+    assert outcome(parse_regex("DCV +1,25 V", pattern=pattern, name="w")) == UNPARSEABLE
+    comma = parse_regex("DCV +1,25 V", pattern=pattern, name="w", decimal_comma=True)
+    assert outcome(comma) == one(1.25, None)
+
+
+def test_parse_line_reads_a_decimal_comma_behind_the_device_option() -> None:
+    device = make_device(decimal_comma=True, unit="g")
+    assert parse_line(device, "ST,+00123,45  g") == one(123.45, "g", name="weight")
+    assert isinstance(parse_line(make_device(), "ST,+00123,45  g"), Ignored)
+
+
+@pytest.mark.parametrize(
     ("line", "expected"),
     [
         ("ST,+00123.45  g", one(123.45, "g")),

@@ -14,7 +14,7 @@ import pytest
 from devices import DeviceConfig, DeviceStatus, GaugeErrorCode, GaugeReader, Reading
 from devices.reader import backoff_delay, classify_open_error
 
-from .support import Pty, Recorder, make_device, running
+from .support import Pty, Recorder, make_device, pty_refuses_parity, running
 
 
 @pytest.fixture
@@ -181,6 +181,15 @@ async def test_a_port_held_by_another_reader_is_an_error(pty: Pty) -> None:
         async with running(GaugeReader(device, second)):
             busy = await second.wait_state("error")
     assert busy.detail == f"port {pty.path} is in use by another program"
+
+
+@pytest.mark.skipif(not pty_refuses_parity(), reason="this kernel's ptys accept parity")
+async def test_a_port_that_refuses_the_settings_is_an_error_not_a_failure(pty: Pty) -> None:
+    events = Recorder()
+    async with running(GaugeReader(make_device(port=pty.path, parity="E"), events)):
+        refused = await events.wait_state("error")
+    assert refused.detail.startswith(f"port {pty.path} refuses these settings: ")
+    assert "unexpected" not in refused.detail
 
 
 async def test_cancelling_run_closes_the_port(pty: Pty) -> None:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pwd
+import shutil
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -46,7 +49,12 @@ def bridge_config(
         "data_dir": data_dir,
         "mqtt": {"host": host, "port": port, "topic_prefix": f"test-{tag}", "keepalive_s": 10},
         "mes": {"url": sim.url, "username": "admin", "password": "admin-pass", "timeout_s": 2},
-        "outbox": {"retry_min_s": 0.05, "retry_max_s": 0.5, "probe_interval_s": 0.2},
+        "outbox": {
+            "retry_min_s": 0.05,
+            "retry_max_s": 0.5,
+            "probe_interval_s": 0.2,
+            "settle_s": 0.3,  # the simulator answers at once (unless a test makes it slow)
+        },
         "stations": [{"id": "1", "equipment_id": 7}, {"id": "2"}, {"id": "3"}],
     }
     fields.update(overrides)
@@ -56,10 +64,17 @@ def bridge_config(
 class Tablet:
     """Publishes what stations and tablets publish; collects every result and status."""
 
-    def __init__(self, config: BridgeConfig) -> None:
+    def __init__(
+        self, config: BridgeConfig, *, identifier: str | None = None, clean_session: bool = True
+    ) -> None:
+        """`identifier` and `clean_session=False`: a tablet whose session the broker keeps (what
+        is published for it while it is away waits for it)."""
         self.topics = Topics(config.mqtt.topic_prefix)
         self._client = aiomqtt.Client(
-            config.mqtt.host, config.mqtt.port, identifier=f"tablet-{uuid.uuid4().hex[:8]}"
+            config.mqtt.host,
+            config.mqtt.port,
+            identifier=identifier or f"tablet-{uuid.uuid4().hex[:8]}",
+            clean_session=clean_session,
         )
         self.seen: list[tuple[str, Payload]] = []
         self._changed = asyncio.Condition()
@@ -72,6 +87,7 @@ class Tablet:
         await self._client.subscribe(self.topics.live("+"), qos=1)
         await self._client.subscribe(self.topics.device_status("+", "+"), qos=1)
         await self._client.subscribe(self.topics.availability("+"), qos=1)
+        await self._client.subscribe(self.topics.bridge_error("+"), qos=1)
         self._reader = asyncio.create_task(self._read())
         return self
 
@@ -173,3 +189,53 @@ def event(name: str) -> Callable[[Payload], bool]:
 def ledger_rows(sim: MesSimulator, wip_id: str) -> list[dict[str, Any]]:
     history: list[dict[str, Any]] = sim.ledger()["history"]
     return [row for row in history if row["wip_id"] == wip_id]
+
+
+class PrivateMosquitto:
+    """A Mosquitto of the test's own, on a free loopback port, that keeps its sessions and queued
+    messages on disk across a restart (as a broker on the Pi is configured to)."""
+
+    def __init__(self, directory: Path, port: int) -> None:
+        self.port = port
+        self._config = directory / "mosquitto.conf"
+        directory.mkdir(parents=True, exist_ok=True)
+        self._config.write_text(
+            f"listener {port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {directory}/\n"
+            "autosave_interval 0\n"  # written when it stops
+            # Run as root, Mosquitto would switch to its own user, which cannot write here.
+            f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
+        )
+        self._process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self._process = await asyncio.create_subprocess_exec(
+            MOSQUITTO_BINARY,
+            "-c",
+            str(self._config),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        for _ in range(500):
+            if _listening(self.port):
+                return
+            await asyncio.sleep(0.02)
+        raise RuntimeError(f"mosquitto did not listen on port {self.port}")
+
+    async def stop(self) -> None:
+        if self._process is not None and self._process.returncode is None:
+            self._process.terminate()  # saves what it holds
+            await self._process.wait()
+
+
+MOSQUITTO_BINARY = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False

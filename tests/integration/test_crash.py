@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from bridge.config import BridgeConfig
+from bridge.faults import ENV
 from bridge.topics import Inbound
 from mes_sim import MesSimulator
 
@@ -35,14 +36,20 @@ class BridgeProcess:
         self._log = log
         self._process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, *, faults: str = "") -> None:
+        """Start it; `faults` arms its seams (`STATION_BRIDGE_FAULTS`, e.g. after_commit=kill@3)."""
         with self._log.open("ab") as log:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "bridge.cli", "run", "--config", str(self._config_file)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=Path(__file__).resolve().parents[2],
+                env={**os.environ, ENV: faults},
             )
+
+    def wait_dead(self, timeout: float) -> int:
+        assert self._process is not None
+        return self._process.wait(timeout=timeout)
 
     def kill(self) -> None:
         assert self._process is not None
@@ -140,6 +147,61 @@ async def test_sigkill_mid_run_loses_nothing_and_duplicates_nothing(
     }
 
 
+async def send_unnamed(tablet: Tablet, station: str, wip: str, processes: range) -> None:
+    """A station that never names its batches: each message goes to its only active batch, so
+    a message applied twice would land in the wrong one. Each process's reading has a name of
+    its own, so a reading in the wrong batch shows in the MES."""
+    for process in processes:
+        start = {"wip_id": wip, "process_id": process, "operator_id": OPERATOR}
+        await tablet.send(station, Inbound.START, start)
+        await tablet.send(station, Inbound.MEASUREMENT, {"name": f"m{process}", "value": process})
+        await tablet.send(station, Inbound.COMPLETE, {"result": "PASS"})
+
+
+@pytest.mark.timeout(180)
+async def test_sigkills_between_commit_and_ack_apply_nothing_twice(
+    sim: MesSimulator, config: BridgeConfig, bridge_process: BridgeProcess
+) -> None:
+    # Each kill lands exactly after a group was committed and before the broker got its acks:
+    # the broker sends that group again to the restarted bridge. What the stations send while
+    # the bridge is dead reaches it at once on restart, in large groups.
+    wips = sim.wip_ids[:3]
+    stations = ("1", "2", "3")
+    availability = f"{config.mqtt.topic_prefix}/bridge/{config.bridge_id}/availability"
+    async with Tablet(config) as tablet:
+        bridge_process.start()  # once, so that the broker keeps a session for it
+        await tablet.latest(availability, lambda p: p == "online", within=30)
+        bridge_process.kill()
+        for aimed, processes in (
+            ("after_commit=kill@1", range(1, 3)),
+            ("after_commit=kill@1", range(3, 5)),
+        ):
+            await tablet.latest(availability, lambda p: p == "offline", within=30)
+            for station, wip in zip(stations, wips, strict=True):
+                await send_unnamed(tablet, station, wip, processes)
+            bridge_process.start(faults=aimed)
+            assert await asyncio.to_thread(bridge_process.wait_dead, 60) == -signal.SIGKILL
+        bridge_process.start()
+        await tablet.latest(availability, lambda p: p == "online", within=30)
+        for station, wip in zip(stations, wips, strict=True):
+            await send_unnamed(tablet, station, wip, range(5, 7))
+        for station in stations:
+            await tablet.status(
+                station,
+                lambda s: s["outbox"]["pending_total"] == 0 and s["active_batches"] == [],
+                within=120,
+            )
+    history = sim.ledger()["history"]
+    recorded = Counter((row["wip_id"], row["process_number"]) for row in history)
+    assert recorded == Counter({(w, p): 1 for w in wips for p in PROCESSES})
+    for row in history:
+        process = row["process_number"]
+        assert row["result"] == "PASS"
+        assert {k: v for k, v in row["measurements"].items() if k != "cycle_time_ms"} == {
+            f"m{process}": process
+        }
+
+
 async def test_sigterm_stops_cleanly_and_says_offline(
     config: BridgeConfig, bridge_process: BridgeProcess
 ) -> None:
@@ -154,7 +216,7 @@ async def test_sigterm_stops_cleanly_and_says_offline(
 def test_an_unusable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("")
     config_file = tmp_path / "bridge.yaml"
-    config_file.write_text(f"data_dir: {tmp_path / 'a-file' / 'data'}\n")
+    config_file.write_text(f"data_dir: {tmp_path / 'a-file' / 'data'}\nstations: [{{id: '1'}}]\n")
     done = subprocess.run(
         [sys.executable, "-m", "bridge.cli", "run", "--config", str(config_file)],
         capture_output=True,

@@ -89,7 +89,9 @@ def test_slow_answers_late_but_commits_anyway(
     sim.set_faults(mode="slow", delay_s=0.6)
     with pytest.raises(httpx.ReadTimeout):
         mes.complete(101, 1)
-    eventually(lambda: len(history(sim)) == 1)
+    assert sim.ledger()["slow_finished"] == 0
+    eventually(lambda: sim.ledger()["slow_finished"] == 1)
+    assert len(history(sim)) == 1
     assert sim.ledger()["wips"][0]["status"] == "IN_PROGRESS"
 
 

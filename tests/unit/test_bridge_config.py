@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -73,17 +74,62 @@ def test_file_values_are_loaded(tmp_path: Path) -> None:
     assert config.client_id == "station-bridge-file-bridge"
 
 
-@pytest.mark.parametrize("text", ["", "# only a comment\n", "{}\n"], ids=["empty", "comment", "{}"])
-def test_empty_file_gives_the_defaults(tmp_path: Path, text: str) -> None:
-    config = load_config(write(tmp_path, text))
-    assert config == BridgeConfig()
+ONE_STATION = "stations: [{id: s1}]\n"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "# only a comment\n", "{}\n", "stations: []\n"],
+    ids=["empty", "comment", "{}", "empty-list"],
+)
+def test_a_file_without_stations_is_refused(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match=r"\(top level\): .*no stations configured"):
+        load_config(write(tmp_path, text))
+
+
+def test_a_file_with_only_stations_gives_the_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, ONE_STATION))
+    assert config == BridgeConfig(stations=[StationConfig(id="s1")])
     assert config.bridge_id == "bridge"
     assert config.mqtt == MqttConfig() and config.outbox == OutboxConfig()
-    assert config.stations == [] and config.devices == []
+    assert config.devices == []
+
+
+def test_station_ids_written_as_yaml_integers_are_the_topic_ids(tmp_path: Path) -> None:
+    text = (
+        "stations:\n  - id: 3\n  - id: s4\n"
+        "devices:\n  - {name: scale, port: /dev/ttyUSB0, station: 3, format: and,"
+        " measurement: weight}\n"
+    )
+    config = load_config(write(tmp_path, text))
+    assert [s.id for s in config.stations] == ["3", "s4"]
+    assert config.station("3") is not None
+    assert config.devices[0].station == "3"
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("stations:\n  - id: true\n", "stations.0.id: Input should be a valid string"),
+        ("stations:\n  - id: 3.5\n", "stations.0.id: Input should be a valid string"),
+        ("stations:\n  - id: 3\n  - id: '3'\n", "station ids must be unique"),
+        (
+            "stations: [{id: 3}]\n"
+            "devices: [{name: g, port: /dev/x, station: 4, format: and, measurement: w}]\n",
+            "device 'g' names unknown station '4'",
+        ),
+    ],
+    ids=["bool", "float", "int-and-text-are-one-id", "device-unknown-int-station"],
+)
+def test_ids_that_are_not_whole_numbers_or_text_are_refused(
+    tmp_path: Path, text: str, line: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(line)):
+        load_config(write(tmp_path, text))
 
 
 def test_fixed_client_id_is_used(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, "mqtt: {client_id: fixed}\n"))
+    config = load_config(write(tmp_path, "mqtt: {client_id: fixed}\n" + ONE_STATION))
     assert config.client_id == "fixed"
 
 
@@ -127,7 +173,6 @@ def test_fixed_client_id_is_used(tmp_path: Path) -> None:
             lambda c: c.stations[0].limits,
             {4: {"gap": Limit(max=0.5, defect="GAP")}},
         ),
-        ({"STATION_BRIDGE_STATIONS": "[]"}, lambda c: c.stations, []),
         ({"STATION_BRIDGE_LOG_LEVEL": "DEBUG"}, lambda c: c.log_level, "DEBUG"),
         ({"STATION_BRIDGE_OUTBOX__RETRY_MAX_S": "30"}, lambda c: c.outbox.retry_max_s, 30.0),
     ],
@@ -142,7 +187,6 @@ def test_fixed_client_id_is_used(tmp_path: Path) -> None:
         "mes-username-from-file-kept",
         "stations-json-replaces-file-list",
         "stations-json-limits-keys-become-ints",
-        "stations-json-empty-list",
         "top-level-key",
         "outbox-key",
     ],
@@ -167,6 +211,14 @@ def test_environment_alone_over_an_empty_file(
     config = load_config(write(tmp_path, ""))
     assert config.mqtt.host == "env-host" and config.mqtt.port == 1883
     assert [s.id for s in config.stations] == ["e1"]
+
+
+def test_an_empty_station_list_from_the_environment_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STATION_BRIDGE_STATIONS", "[]")
+    with pytest.raises(ConfigError, match="no stations configured"):
+        load_config(write(tmp_path, FILE))
 
 
 def test_a_bad_environment_value_is_a_config_error(
@@ -198,7 +250,8 @@ def test_environment_password_wins_over_a_password_file_in_the_file(
 ) -> None:
     secret = write(tmp_path, "file-secret\n", name="pw")
     monkeypatch.setenv("STATION_BRIDGE_MES__PASSWORD", "env-pw")
-    config = load_config(write(tmp_path, f"mes: {{username: svc, password_file: '{secret}'}}\n"))
+    text = f"mes: {{username: svc, password_file: '{secret}'}}\n" + ONE_STATION
+    config = load_config(write(tmp_path, text))
     assert config.mes.password is not None
     assert config.mes.password.get_secret_value() == "env-pw"
 
@@ -386,7 +439,7 @@ def test_mqtt_password_file_is_read(tmp_path: Path) -> None:
 
 def test_mqtt_password_file_from_yaml(tmp_path: Path) -> None:
     secret = write(tmp_path, "broker-secret\n", name="mqtt-pw")
-    config = load_config(write(tmp_path, f"mqtt: {{password_file: '{secret}'}}\n"))
+    config = load_config(write(tmp_path, f"mqtt: {{password_file: '{secret}'}}\n" + ONE_STATION))
     assert config.mqtt.password is not None
     assert config.mqtt.password.get_secret_value() == "broker-secret"
 

@@ -50,3 +50,19 @@ def test_bad_values_name_the_field(fields: dict[str, object], message: str) -> N
 def test_example_config_loads() -> None:
     config = load_config(Path(__file__).parents[2] / "config" / "example.yaml")
     assert config.mes.username == "admin"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://svc:hunter2@127.0.0.1:8080", "http://svc@127.0.0.1:8080", "https://:pw@mes"]
+)
+def test_user_info_in_the_mes_url_is_refused(url: str) -> None:
+    # httpx would send it as Basic auth instead of the bearer token, and log it at DEBUG.
+    with pytest.raises(ValidationError) as raised:
+        MesConfig(url=url)
+    messages = " ".join(problem["msg"] for problem in raised.value.errors())
+    assert "must not hold a user name or password" in messages
+    assert "hunter2" not in messages
+
+
+def test_a_url_without_user_info_is_kept() -> None:
+    assert str(MesConfig(url="http://mes.local:8080/base").url) == "http://mes.local:8080/base"

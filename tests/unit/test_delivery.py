@@ -6,7 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bridge.delivery import GiveUp, Retry, RetryPolicy, after_failure, was_delivered_before
+from bridge.delivery import (
+    GiveUp,
+    Outage,
+    Retry,
+    RetryPolicy,
+    after_failure,
+    was_delivered_before,
+)
 from bridge.mes.errors import MesError, MesErrorCode
 from bridge.mes.models import (
     CompleteProcess,
@@ -152,7 +159,9 @@ def test_delay_stays_capped_after_very_many_attempts(attempts: int) -> None:
 def test_retryable_failure_is_retried_later(
     error: MesError, attempts: int, jitter: float, seconds: float
 ) -> None:
-    decision = after_failure(entry(attempts=attempts), error, policy=POLICY, now=T0, jitter=jitter)
+    decision = after_failure(
+        entry(attempts=attempts), error, policy=POLICY, now=T0, jitter=jitter, settle_s=0
+    )
     assert isinstance(decision, Retry)
     assert (decision.at - T0).total_seconds() == pytest.approx(seconds)
 
@@ -174,7 +183,7 @@ def test_retryable_failure_is_retried_later(
 )
 def test_permanent_failure_gives_up_with_the_error(code: MesErrorCode) -> None:
     error = MesError(code, status=400, retry_after=5)
-    decision = after_failure(entry(), error, policy=POLICY, now=T0, jitter=0.5)
+    decision = after_failure(entry(), error, policy=POLICY, now=T0, jitter=0.5, settle_s=75)
     assert decision == GiveUp(error)
     assert isinstance(decision, GiveUp) and decision.error is error
 
@@ -222,3 +231,52 @@ def test_was_delivered_before(
 ) -> None:
     error = MesError(code, status=400)
     assert was_delivered_before(entry(request_, maybe_applied=maybe_applied), error) is delivered
+
+
+# -- an unknown outcome waits until the MES cannot still be working on it ------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "seconds"),
+    [
+        (MesError(MesErrorCode.TIMEOUT, unsettled=True), 75.0),  # a read timeout
+        (MesError(MesErrorCode.NETWORK, unsettled=True), 75.0),  # a connection lost after sending
+        (MesError(MesErrorCode.SERVER, status=504, unsettled=True), 75.0),  # the proxy gave up
+        (MesError(MesErrorCode.SERVER, status=500, maybe_applied=True), 0.5),  # the MES answered
+        (MesError(MesErrorCode.NETWORK), 0.5),  # never reached the MES
+        (MesError(MesErrorCode.RATE_LIMITED, retry_after=90, unsettled=True), 90.0),
+    ],
+    ids=["timeout", "dropped", "proxy-504", "mes-500", "refused-connect", "longer-retry-after"],
+)
+def test_an_unsettled_outcome_is_not_checked_before_settle_s(
+    error: MesError, seconds: float
+) -> None:
+    decision = after_failure(entry(), error, policy=POLICY, now=T0, jitter=0.0, settle_s=75)
+    assert isinstance(decision, Retry)
+    assert (decision.at - T0).total_seconds() == pytest.approx(seconds)
+
+
+# -- offline on evidence ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seen", "offline_after"),
+    [
+        ("f", []),  # one lost answer is not an outage
+        ("ff", []),
+        ("fff", [3]),
+        ("fafaf", []),  # 5 % lost answers: every answer in between resets the count
+        ("ffaff", []),
+        ("ffaffff", [6, 7]),
+        ("ffff", [3, 4]),
+    ],
+)
+def test_the_mes_is_offline_after_failures_in_a_row(seen: str, offline_after: list[int]) -> None:
+    outage = Outage(threshold=3)
+    offline = []
+    for step, what in enumerate(seen, start=1):
+        if what == "a":
+            outage.answered()
+        elif outage.failed():
+            offline.append(step)
+    assert offline == offline_after

@@ -210,6 +210,15 @@ CASES: list[tuple[str, int, Any, MesErrorCode]] = [
     ("forbidden", 403, {"detail": "Not authenticated"}, C.AUTH),
     ("redirect to https", 301, "", C.SERVER),
     ("temporary redirect", 307, None, C.SERVER),
+    # Too large to take in: never retried; whatever words the body has are not a business rule.
+    ("too large, proxy page", 413, "<html>413 Request Entity Too Large</html>", C.VALIDATION),
+    (
+        "too large, rule-like words",
+        413,
+        deployed("ERR_413", "Previous process 1 must be completed with PASS result."),
+        C.VALIDATION,
+    ),
+    ("too large, spec code", 413, {"error": "WIP_NOT_FOUND", "message": "?"}, C.VALIDATION),
 ]
 
 
@@ -222,7 +231,7 @@ def test_classify_response(status: int, body: Any, expected: MesErrorCode) -> No
     assert error.status == status
 
 
-RETRYABLE = {C.NETWORK, C.TIMEOUT, C.SERVER, C.RATE_LIMITED, C.AUTH}
+RETRYABLE = {C.NETWORK, C.TIMEOUT, C.SERVER, C.RATE_LIMITED, C.AUTH, C.TLS}
 
 
 @pytest.mark.parametrize("code", list(MesErrorCode))
@@ -279,6 +288,7 @@ def test_error_keeps_the_mes_detail_and_serialises() -> None:
         ("timeout", False, C.TIMEOUT),
         ("network", True, C.NETWORK),
         ("network", False, C.NETWORK),
+        ("tls", False, C.TLS),
     ],
 )
 def test_classify_transport(kind: str, sent: bool, code: MesErrorCode) -> None:

@@ -440,7 +440,10 @@ def test_bad_fields_are_refused_naming_the_field(
         ({"name": "t", "unit": "mm"}, "needs a value"),
         ({"unit": "mm", "measurements": {"a": 1}}, "unit goes with name/value"),
         ({"unit": "mm", "defects": ["X"]}, "unit goes with name/value"),
-        ({"value": 1}, "give name/value, measurements or defects"),
+        ({"value": 1}, "value goes with name"),
+        ({"value": 1, "defects": ["X"]}, "value goes with name"),
+        ({"value": None, "defects": ["X"]}, "value goes with name"),
+        ({"value": 1, "measurements": {"a": 1}}, "value goes with name"),
         ({}, "give name/value, measurements or defects"),
         ({"batch_id": "B1"}, "give name/value, measurements or defects"),
         ({"defects": []}, "give name/value, measurements or defects"),
@@ -453,6 +456,9 @@ def test_bad_fields_are_refused_naming_the_field(
         "unit-with-dict",
         "unit-without-name",
         "value-without-name",
+        "value-without-name-with-defects",
+        "null-value-without-name-with-defects",
+        "value-without-name-with-dict",
         "empty",
         "batch-id-only",
         "empty-defects-only",
@@ -516,3 +522,162 @@ def test_utf16_payload_is_refused() -> None:
     problem = parse_payload(Inbound.START, body, max_bytes=MAX)
     assert isinstance(problem, Problem)
     assert problem.code is ProblemCode.INVALID_JSON
+
+
+# -- hostile input: every one gets a code and a reason ------------------------------------------
+
+
+def nested(depth: int) -> bytes:
+    return b'{"name":"n","value":' + b"[" * depth + b"]" * depth + b"}"
+
+
+START_AT = b'{"wip_id":"W","process_id":1,"operator_id":2,"started_at":%s}'
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "code", "says"),
+    [
+        (Inbound.MEASUREMENT, nested(40), ProblemCode.INVALID_JSON, "nested deeper than 32"),
+        (Inbound.MEASUREMENT, nested(1_000), ProblemCode.INVALID_JSON, "nested deeper than 32"),
+        (Inbound.MEASUREMENT, nested(30_000), ProblemCode.INVALID_JSON, "nested deeper than 32"),
+        (
+            Inbound.MEASUREMENT,
+            b'{"measurements":{"a":' + b'{"b":' * 40 + b"1" + b"}" * 41 + b"}",
+            ProblemCode.INVALID_JSON,
+            "nested deeper than 32",
+        ),
+        (
+            Inbound.START,
+            START_AT % b'"9999-12-31T23:59:59-14:00"',
+            ProblemCode.INVALID_PAYLOAD,
+            "started_at: Value error, is out of range",
+        ),
+        (
+            Inbound.COMPLETE,
+            b'{"completed_at":"0001-01-01T00:00:00+14:00"}',
+            ProblemCode.INVALID_PAYLOAD,
+            "completed_at: Value error, is out of range",
+        ),
+        (Inbound.START, START_AT % b"0", ProblemCode.INVALID_PAYLOAD, "started_at: "),
+        (Inbound.START, START_AT % b"1.5", ProblemCode.INVALID_PAYLOAD, "started_at: "),
+        (Inbound.START, START_AT % b'"1700000000"', ProblemCode.INVALID_PAYLOAD, "ISO 8601"),
+        (Inbound.COMPLETE, b'{"completed_at":1700000000}', ProblemCode.INVALID_PAYLOAD, "ISO"),
+        (
+            Inbound.START,
+            b'{"wip_id":"\\ud800","process_id":1,"operator_id":2}',
+            ProblemCode.INVALID_JSON,
+            "lone surrogate",
+        ),
+        (
+            Inbound.MEASUREMENT,
+            b'{"measurements":{"\\udfff":1}}',
+            ProblemCode.INVALID_JSON,
+            "lone surrogate",
+        ),
+        (
+            Inbound.COMPLETE,
+            b'{"notes":"ok \\ud83d"}',
+            ProblemCode.INVALID_JSON,
+            "lone surrogate",
+        ),
+        (
+            Inbound.START,
+            b'{"wip_id":"W","process_id":1,"operator_id":1' + b"0" * 400 + b"}",
+            ProblemCode.INVALID_JSON,
+            "out of range",
+        ),
+        (
+            Inbound.MEASUREMENT,
+            b'{"name":"n","value":-1' + b"0" * 400 + b"}",
+            ProblemCode.INVALID_JSON,
+            "out of range",
+        ),
+        (
+            Inbound.START,
+            b'{"wip_id":"W","process_id":1,"operator_id":2147483648}',
+            ProblemCode.INVALID_PAYLOAD,
+            "operator_id: ",
+        ),
+        (
+            Inbound.START,
+            b'{"wip_id":"W","process_id":1,"operator_id":2,"equipment_id":2147483648}',
+            ProblemCode.INVALID_PAYLOAD,
+            "equipment_id: ",
+        ),
+        (
+            Inbound.START,
+            b'{"wip_id":"W\\r\\nX","process_id":1,"operator_id":2}',
+            ProblemCode.INVALID_PAYLOAD,
+            "wip_id: Value error, must not contain control",
+        ),
+        (
+            Inbound.CONVERT,
+            b'{"wip_id":"W\\u202eX","operator_id":2}',
+            ProblemCode.INVALID_PAYLOAD,
+            "wip_id: Value error, must not contain control",
+        ),
+        (
+            Inbound.MEASUREMENT,
+            b'{"name":"a\\u0000b","value":1}',
+            ProblemCode.INVALID_PAYLOAD,
+            "name: Value error, must not contain control",
+        ),
+        (
+            Inbound.MEASUREMENT,
+            b'{"defects":["OK","BAD\\n"]}',
+            ProblemCode.INVALID_PAYLOAD,
+            "defects.1: Value error, must not contain control",
+        ),
+    ],
+    ids=[
+        "nested-40",
+        "nested-1000",
+        "nested-30000",
+        "nested-objects",
+        "last-datetime-in-minus-14",
+        "first-datetime-in-plus-14",
+        "unix-time-zero",
+        "unix-time-float",
+        "unix-time-text",
+        "unix-time-completed",
+        "lone-surrogate-wip",
+        "lone-surrogate-key",
+        "half-a-surrogate-pair",
+        "operator-beyond-a-float",
+        "value-beyond-a-float",
+        "operator-beyond-32-bits",
+        "equipment-beyond-32-bits",
+        "crlf-in-wip",
+        "rtl-override-in-wip",
+        "nul-in-name",
+        "newline-in-defect",
+    ],
+)
+def test_hostile_payloads_get_a_code_and_a_reason(
+    kind: Inbound, body: bytes, code: ProblemCode, says: str
+) -> None:
+    problem = parse_payload(kind, body, max_bytes=1 << 20)
+    assert isinstance(problem, Problem), problem
+    assert problem.code is code
+    assert says in problem.detail, problem.detail
+
+
+@pytest.mark.parametrize(
+    "wip_id", ["../../etc", "WIP%2F1", "WIP#1", "WIP?x=1", "한국-WIP", "W" * 50]
+)
+def test_odd_but_printable_wip_ids_are_accepted(wip_id: str) -> None:
+    # They are quoted as one URL path segment by the MES client, so they cannot reach other paths.
+    parsed = parse(Inbound.START, {**START, "wip_id": wip_id})
+    assert isinstance(parsed, BatchStart) and parsed.wip_id == wip_id
+
+
+def test_nesting_up_to_the_bound_is_accepted() -> None:
+    parsed = parse_payload(Inbound.MEASUREMENT, nested(31), max_bytes=MAX)
+    assert isinstance(parsed, MeasurementIn)
+
+
+def test_a_large_integer_within_a_float_is_a_measurement() -> None:
+    parsed = parse_payload(
+        Inbound.MEASUREMENT, b'{"name":"n","value":' + b"9" * 300 + b"}", max_bytes=MAX
+    )
+    assert isinstance(parsed, MeasurementIn)

@@ -7,12 +7,22 @@ from typing import Any
 
 import pytest
 
-from bridge.config import Limit, StationConfig
+from bridge.config import BatchesConfig, Limit, StationConfig
 from bridge.mes.models import CompleteProcess, Result
 from bridge.messages import BatchComplete, BatchStart
 from bridge.problems import Problem, ProblemCode
 from bridge.results import Measured
-from bridge.station import Batch, close_batch, open_batch, record, select_batch, station_time
+from bridge.station import (
+    Batch,
+    close_batch,
+    is_redelivery,
+    open_batch,
+    record,
+    request_bytes,
+    select_batch,
+    station_time,
+    within_bounds,
+)
 
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 NOW = datetime(2026, 11, 26, 9, 5, tzinfo=UTC)
@@ -118,14 +128,14 @@ def test_open_batch(station: StationConfig, payload: BatchStart, expected: dict[
             start(),
             "B9",
             ProblemCode.WIP_BUSY,
-            "process 5 at station s7",
+            "a batch of another station",
         ),
         (
             [batch(batch_id="B1", wip_id="WIP-0"), batch(batch_id="B2", station_id="s2")],
             start(),
             "B9",
             ProblemCode.WIP_BUSY,
-            "batch B2",
+            "a batch of another station",
         ),
     ],
     ids=[
@@ -145,6 +155,23 @@ def test_open_batch_refused(
     assert isinstance(problem, Problem), problem
     assert problem.code is code
     assert detail in problem.detail
+
+
+@pytest.mark.parametrize(
+    ("other", "payload", "batch_id"),
+    [
+        (batch(batch_id="B-SECRET", station_id="s7", process=5), start(), "B9"),
+        (batch(batch_id="B-SECRET", wip_id="WIP-2", station_id="s7"), start(), "B-SECRET"),
+    ],
+    ids=["wip-busy", "duplicate-batch"],
+)
+def test_a_refusal_names_nothing_of_another_station(
+    other: Batch, payload: BatchStart, batch_id: str
+) -> None:
+    problem = open_batch([other], STATION, payload, batch_id=batch_id, uid="U9", now=NOW)
+    assert isinstance(problem, Problem), problem
+    shown = problem.detail.replace(batch_id, "")  # the station's own batch_id may be echoed
+    assert "B-SECRET" not in shown and "s7" not in shown and "process 5" not in shown
 
 
 def test_open_batch_beside_other_wips() -> None:
@@ -326,9 +353,11 @@ def test_a_fast_tablet_clock_starts_at_the_bridges_time() -> None:
 def test_a_complete_dated_before_its_start_is_recorded_and_noted(
     completed_at: datetime | None, started_at: datetime, recorded_at: datetime
 ) -> None:
-    closed, note = close_batch(
+    closing = close_batch(
         batch(started_at=started_at), BatchComplete(completed_at=completed_at), STATION, now=NOW
     )
+    assert not isinstance(closing, Problem)
+    closed, note = closing
     assert closed.completed_at == recorded_at >= closed.started_at
     assert note is not None and "before the batch started" in note
     assert note in closed.notes
@@ -441,3 +470,118 @@ def test_batch_summary() -> None:
         "started_at": "2026-11-26T09:00:00Z",
         "measurements": 2,
     }
+
+
+# -- bounds: a batch's 완공 stays a request the MES can take in -----------------------------------
+
+BOUNDS = BatchesConfig(max_measurements=3, max_request_bytes=2048)
+
+
+@pytest.mark.parametrize(
+    ("measurements", "defects", "code"),
+    [
+        ({"a": 1, "b": 2, "c": 3}, [], None),
+        ({"a": 1, "b": 2, "c": 3, "d": 4}, [], ProblemCode.TOO_MANY_MEASUREMENTS),
+        ({"a": "x" * 1500}, [], None),
+        ({"a": "x" * 2000}, [], ProblemCode.REQUEST_TOO_LARGE),
+        ({"a": 1}, [f"D{n:03}" for n in range(300)], ProblemCode.REQUEST_TOO_LARGE),
+        ({"a": "한" * 550}, [], None),  # 1,650 bytes of UTF-8 (Korean stays unescaped)
+        ({"a": "한" * 700}, [], ProblemCode.REQUEST_TOO_LARGE),  # 2,100 bytes
+    ],
+    ids=[
+        "at-the-count",
+        "one-name-over-the-count",
+        "under-the-size",
+        "over-the-size",
+        "defects-over-the-size",
+        "utf8-under",
+        "utf8-over",
+    ],
+)
+def test_within_bounds(
+    measurements: dict[str, Any], defects: list[str], code: ProblemCode | None
+) -> None:
+    updated = record(batch(), measured(measurements), defects=defects)
+    problem = within_bounds(updated, STATION, bounds=BOUNDS)
+    assert (problem.code if problem else None) is code
+    if problem is not None:
+        assert "at most" in problem.detail
+
+
+def counted(running: Batch) -> int:
+    """The size within_bounds counts for a batch: the smallest bound it passes."""
+    problem = within_bounds(running, STATION, bounds=BatchesConfig(max_request_bytes=1024))
+    if problem is None:
+        return 0
+    return int(problem.detail.split(" bytes")[0].rsplit(" ", 1)[1])
+
+
+GATHERED = [
+    ({"a": "x" * 1000}, []),
+    ({"torque": 1e16, "gap": -1e-7, "n": 10**30, "s": "tab\there \u2028 한"}, ["SCRATCH"]),
+    ({f"m{i}": i / 3 for i in range(100)}, ["D1", "D2", "D1"]),
+]
+
+
+@pytest.mark.parametrize(("values", "defects"), GATHERED, ids=["long", "odd-values", "many"])
+@pytest.mark.parametrize("process", [2, 3])
+def test_within_bounds_never_counts_less_than_the_draft(
+    values: dict[str, Any], defects: list[str], process: int
+) -> None:
+    running = record(batch(process=process), measured(values), defects=defects)
+    running = record(running, measured({"a": "y" * 1200}))
+    closed = close_batch(running, BatchComplete(), STATION, now=NOW + timedelta(days=300))
+    assert not isinstance(closed, Problem)
+    draft, _ = closed
+    size = counted(running)
+    # at least the draft (so a complete without notes never crosses the bound after a measure
+    # passed), at most the room kept for the result, the cycle time and the limits' defects
+    assert request_bytes(draft) <= size <= request_bytes(draft) + 80
+
+
+@pytest.mark.parametrize(("values", "defects"), GATHERED, ids=["long", "odd-values", "many"])
+def test_gathered_bytes_kept_by_record_equal_a_fresh_count(
+    values: dict[str, Any], defects: list[str]
+) -> None:
+    running = batch()
+    for name, value in values.items():  # one message per value, some names again
+        running = record(running, measured({name: value, "again": name}), defects=defects)
+    fresh = Batch.model_validate(running.model_dump())  # as loaded from the store
+    assert running.gathered_bytes() == fresh.gathered_bytes()
+
+
+def test_a_complete_that_would_cross_the_size_is_refused() -> None:
+    running = record(batch(), measured({"a": "x" * 1500}))
+    assert within_bounds(running, STATION, bounds=BOUNDS) is None
+    notes = BatchComplete(notes="n" * 1000)
+    problem = close_batch(running, notes, STATION, now=NOW, bounds=BOUNDS)
+    assert isinstance(problem, Problem) and problem.code is ProblemCode.REQUEST_TOO_LARGE
+    # the same batch completes with shorter notes
+    assert isinstance(close_batch(running, BatchComplete(), STATION, now=NOW, bounds=BOUNDS), tuple)
+
+
+# -- is_redelivery ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("station_id", "payload", "again"),
+    [
+        ("s1", start(batch_id="B1"), True),
+        ("s2", start(batch_id="B1"), False),  # another station's batch id: not its redelivery
+        ("s1", start(batch_id="B1", wip_id="WIP-2"), False),
+        ("s1", start(batch_id="B1", process_id=3), False),
+        ("s1", start(), False),
+        ("s1", start(batch_id="B2"), False),
+    ],
+    ids=["same", "other-station", "other-wip", "other-process", "no-batch-id", "other-batch-id"],
+)
+def test_is_redelivery(station_id: str, payload: BatchStart, again: bool) -> None:
+    assert is_redelivery({"B1": batch()}, station_id, payload) is again
+
+
+def test_a_batch_equals_its_copy_from_disk_whatever_it_has_counted() -> None:
+    running = record(batch(), measured({"a": 1}), defects=["D"])
+    assert within_bounds(running, STATION, bounds=BOUNDS) is None  # sizes now cached
+    loaded = Batch.model_validate(running.model_dump())
+    assert loaded == running and running == loaded
+    assert record(loaded, measured({"b": 2})) != running

@@ -173,6 +173,8 @@ def test_result_topics_are_never_parsed_as_inbound(prefix: str, kind: ResultKind
         ),
         (PREFIX, lambda t: t.availability("b1"), f"{PREFIX}/bridge/b1/availability"),
         (PREFIX, lambda t: t.inbound("3", Inbound.CONVERT), f"{PREFIX}/station/3/wip/convert"),
+        ("", lambda t: t.bridge_error("b1"), "bridge/b1/error"),
+        (PREFIX, lambda t: t.bridge_error("b1"), f"{PREFIX}/bridge/b1/error"),
     ],
     ids=[
         "result-started",
@@ -194,6 +196,8 @@ def test_result_topics_are_never_parsed_as_inbound(prefix: str, kind: ResultKind
         "prefixed-device-status",
         "prefixed-availability",
         "prefixed-inbound",
+        "bridge-error",
+        "prefixed-bridge-error",
     ],
 )
 def test_outbound_topic_names(prefix: str, name: Callable[[Topics], str], expected: str) -> None:

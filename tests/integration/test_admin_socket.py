@@ -1,0 +1,68 @@
+"""The admin socket's own check of who is calling: a real Unix socket, a real second user."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.config import BridgeConfig
+from bridge.live_admin import LiveAdmin, serving
+from bridge.state import State
+from bridge.store import Store
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def open_directory() -> Iterator[Path]:
+    """A directory another user can reach (pytest's tmp_path is private to root)."""
+    directory = Path(tempfile.mkdtemp(prefix="station-bridge-admin-"))
+    directory.chmod(0o755)
+    yield directory
+    shutil.rmtree(directory)
+
+
+async def curl(socket_file: Path, body: dict[str, Any], *, as_nobody: bool) -> tuple[int, Any]:
+    command = ["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "--unix-socket", str(socket_file)]
+    command += ["-X", "POST", "-d", json.dumps(body), "http://bridge/outbox/drop"]
+    if as_nobody:
+        command = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command]
+    process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+    out, _ = await process.communicate()
+    text, status = out.decode().rsplit("\n", 1)
+    return int(status), json.loads(text)
+
+
+@pytest.mark.skipif(
+    os.getuid() != 0 or not shutil.which("setpriv") or not shutil.which("curl"),
+    reason="needs root, setpriv and curl to call as a second user",
+)
+async def test_another_user_is_refused_even_with_the_socket_open_to_all(
+    open_directory: Path, tmp_path: Path
+) -> None:
+    config = BridgeConfig(data_dir=tmp_path / "data", stations=[{"id": "1"}])
+    store = Store(config.store_dir)
+    state = State(
+        config, store=store, publish=lambda *_, **__: None, clock=lambda: datetime.now(UTC)
+    )
+    await state.load()
+    socket_file = open_directory / "admin.sock"
+    try:
+        async with serving(LiveAdmin(state, wake=lambda _: None), socket_file):
+            assert socket_file.stat().st_mode & 0o777 == 0o600
+            socket_file.chmod(0o666)  # as if someone widened it: the peer check still holds
+            status, body = await curl(socket_file, {"seqs": [1]}, as_nobody=True)
+            assert (status, body) == (403, {"error": "only the bridge's user may administer it"})
+            status, body = await curl(socket_file, {"seqs": [1]}, as_nobody=False)
+            assert status == 409 and "there is no request #1" in body["error"]
+    finally:
+        await store.close()
