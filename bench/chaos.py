@@ -60,6 +60,7 @@ BRIDGE_ID = "chaos"
 # Refusals the run provokes on purpose: conversions of WIPs the MES does not have.
 PROVOKED = "WIP_NOT_FOUND"
 SETTLE_S = 1.0
+RECONNECT_S = 30.0  # a bridge (reconnect_max_s 2, dead for at most 8 s) is back on the broker
 # The simulator's faults this run uses, in turn (an older simulator lacks some: those are left
 # out). Bursts are mostly 5xx answers to requests the MES did apply; outages are the database
 # (503 on /api while /health says 200), the HTTP service (503), the whole host (refused).
@@ -311,11 +312,13 @@ class Bridge:
         self._log_file = log_file
         self._process: asyncio.subprocess.Process | None = None
         self.exits: list[int] = []
+        self.starts = 0
 
     async def start(self, faults: str | None) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("STATION_BRIDGE_")}
         if faults:
             env[FAULTS_ENV] = faults
+        self.starts += 1
         with self._log_file.open("ab") as log:
             self._process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -371,6 +374,7 @@ class Stations:
         self._reader: asyncio.Task[None] | None = None
         self.sent = 0
         self.availability = ""
+        self.refused: list[str] = []  # the details of the refusals the tablets were told
         self.errors: Counter[str] = Counter()  # what the tablets were told was wrong
         self.changed = asyncio.Event()
 
@@ -419,8 +423,21 @@ class Stations:
             if topic.endswith("/availability"):
                 self.availability = message.payload.decode()
             elif topic.endswith("/result/error"):
-                self.errors[json.loads(message.payload)["error"]["code"]] += 1
+                error = json.loads(message.payload)["error"]
+                self.errors[error["code"]] += 1
+                self.refused.append(str(error.get("detail")))
             self.changed.set()
+
+    async def probe(self, name: str) -> None:
+        """A message the bridge must refuse (a field `name` no payload has), not counted as sent:
+        only a bridge that received it, i.e. is connected now, can answer it."""
+        async with self._gate:
+            assert self._client is not None
+            topic = self.topics.inbound(station_name(0), Inbound.MEASUREMENT)
+            await self._client.publish(topic, json.dumps({name: 1}), qos=1, timeout=30)
+
+    def answered(self, probe: str) -> bool:
+        return any(probe in detail for detail in self.refused)
 
     async def wait(self, condition: Any, within: float) -> bool:
         """Until `condition()` holds (True) or the time is up (False)."""
@@ -461,6 +478,7 @@ class Figures:
     aimed_kills: int = 0
     aimed_fired: int = 0
     broker_restarts: int = 0
+    reconnects_missed: int = 0  # broker restarts after which the bridge did not connect again
     outages: int = 0
     bursts: int = 0
     tablet_errors: dict[str, int] = field(default_factory=dict)
@@ -471,6 +489,7 @@ class Figures:
         return (
             self.lost == self.duplicated == self.out_of_order == self.mismatched == 0
             and self.unexpected_dead_letters == 0
+            and self.reconnects_missed == 0
             and self.pending_left == 0
             and self.drain_s is not None
         )
@@ -492,7 +511,8 @@ class Figures:
         return (
             f"{self.wips} WIPs, seed {self.seed}, {self.total_s:.0f} s: "
             f"{self.kills} SIGKILLs of the bridge ({self.aimed_fired} of {self.aimed_kills} "
-            f"aimed fired at their seam), {self.broker_restarts} broker restarts, "
+            f"aimed fired at their seam), {self.broker_restarts} broker restarts ("
+            f"{self.reconnects_missed} not followed by the bridge connecting again), "
             f"{self.outages} MES outages, {self.bursts} 5xx bursts, {self.answers_dropped} "
             f"answers lost of {self.requests} MES requests ({share:.1%}); tablets were told: "
             f"{tally(Counter(self.tablet_errors).elements())}"
@@ -514,6 +534,7 @@ class Run:
         self.sent_at: dict[int, float] = {}
         self.converts_owed: set[str] = set()
         self.chaos_over = asyncio.Event()
+        self.quiet = asyncio.Lock()  # held by a broker restart until the bridge is back
         self.store_dir = directory / "data" / "store"
 
     def write_bridge_config(self) -> None:
@@ -666,19 +687,22 @@ class Run:
                 if code is not None and code != -signal.SIGKILL:
                     raise RuntimeError(f"the bridge exited with {code}: see bridge.log")
                 if code is None:
-                    self.log(f"{aim} did not fire in time: killing the bridge from here")
-                    await self.bridge.kill()
+                    async with self.quiet:
+                        self.log(f"{aim} did not fire in time: killing the bridge from here")
+                        await self.bridge.kill()
                 else:
                     self.figures.aimed_fired += 1
                     self.log(f"the bridge killed itself at {aim}")
             else:
                 await self.until(until)
-                if not self.bridge.alive:
-                    raise RuntimeError(f"the bridge died by itself: see {self.dir / 'bridge.log'}")
-                await self.bridge.kill()
-                self.log("bridge SIGKILLed")
+                async with self.quiet:
+                    if not self.bridge.alive:
+                        raise RuntimeError(f"the bridge died by itself: see {self.dir}/bridge.log")
+                    await self.bridge.kill()
+                    self.log("bridge SIGKILLed")
             await asyncio.sleep(kill.downtime)
-            await self.start_bridge(kills[i + 1] if i + 1 < len(kills) else None)
+            async with self.quiet:
+                await self.start_bridge(kills[i + 1] if i + 1 < len(kills) else None)
 
     async def start_bridge(self, next_kill: Kill | None) -> None:
         aim = armed(next_kill) if next_kill else None
@@ -688,13 +712,42 @@ class Run:
     async def broker_restarts(self, window: float) -> None:
         for moment in spread(self.options.broker_restarts, window, self.rng):
             await self.until(moment)
+            await self.restart_broker()
+            self.figures.broker_restarts += 1
+
+    async def restart_broker(self) -> None:
+        """Stop and start the broker under a connected bridge, and see the bridge connect again
+        by itself: its session holds what the stations send meanwhile. The script neither kills
+        nor starts the bridge until then (`quiet`); if the bridge kills itself at a seam
+        meanwhile, whether it would have come back is not known."""
+        probe = f"chaos_probe_{self.figures.broker_restarts}"
+        await poll(lambda: self.bridge.alive, within=60)
+        async with self.quiet:
+            life = self.bridge.starts
+            checked = await self.answers(f"{probe}_before")  # connected, not still connecting
             async with self.stations.paused():
                 await self.broker.stop()
                 self.log("broker stopped")
-                await asyncio.sleep(self.rng.uniform(0.5, 1) if self.options.quick else 2)
+                # Longer than the bridge's first reconnect delay (at most 1 s): one is refused.
+                await asyncio.sleep(self.rng.uniform(1.5, 2) if self.options.quick else 2)
                 await self.broker.start()
                 self.log("broker started")
-            self.figures.broker_restarts += 1
+            back = await self.answers(f"{probe}_after")
+        if not checked or self.bridge.starts != life or not self.bridge.alive:
+            self.log("the bridge died meanwhile: whether it would have connected again is unknown")
+        elif back:
+            self.log("the bridge is connected again")
+        else:
+            self.figures.reconnects_missed += 1
+            self.log(f"the bridge did not connect again within {RECONNECT_S:.0f} s")
+
+    async def answers(self, probe: str) -> bool:
+        """Whether the bridge answers a probe within RECONNECT_S (False also when it died)."""
+        await self.stations.probe(probe)
+        await self.stations.wait(
+            lambda: self.stations.answered(probe) or not self.bridge.alive, RECONNECT_S
+        )
+        return self.stations.answered(probe)
 
     async def mes_faults(self, window: float) -> None:
         """Outages and 5xx bursts, each at its moment."""
@@ -803,6 +856,11 @@ class Run:
 
     def explain(self, verdict: Verdict, dead: list[Entry]) -> list[str]:
         problems = []
+        if self.figures.reconnects_missed:
+            problems.append(
+                f"the bridge did not connect again after {self.figures.reconnects_missed} broker "
+                "restart(s): what stations sent after it waited at the broker (see events.log)"
+            )
         for kind, items in (
             ("lost", verdict.lost),
             ("duplicated", verdict.duplicated),
