@@ -60,6 +60,8 @@ BRIDGE_ID = "chaos"
 # Refusals the run provokes on purpose: conversions of WIPs the MES does not have.
 PROVOKED = "WIP_NOT_FOUND"
 SETTLE_S = 1.0
+SHOWN = 30  # problems printed (the JSON has every one)
+EXPLAINED = 10  # damaged batches shown with the faults before them (the JSON has every problem)
 RECONNECT_S = 30.0  # a bridge (reconnect_max_s 2, dead for at most 8 s) is back on the broker
 # The simulator's faults this run uses, in turn (an older simulator lacks some: those are left
 # out). Bursts are mostly 5xx answers to requests the MES did apply; outages are the database
@@ -874,8 +876,10 @@ class Run:
                 problems.append(
                     f"dead letter {entry.describe()}: {reason.get('code')} {reason.get('detail')}"
                 )
+        shown = 0
         for record in self.sent:
-            if any(f"(batch #{record.seq})" in p for p in problems):
+            if shown < EXPLAINED and any(f"(batch #{record.seq})" in p for p in problems):
+                shown += 1
                 sent = self.sent_at[record.seq]
                 before = "; ".join(self.log.before(sent)) or "nothing"
                 problems.append(f"  batch #{record.seq} was sent at {sent:.1f} s, after: {before}")
@@ -940,8 +944,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = Run(options, directory)
     print(f"chaos: seed {options.seed}, working in {directory}", flush=True)
     figures = asyncio.run(run.main())
-    for problem in figures.problems:
+    damage = [p for p in figures.problems if not p.startswith(" ")]
+    for problem in damage[:SHOWN]:
         print(f"  {problem}")
+    if len(damage) > SHOWN:
+        print(f"  … and {len(damage) - SHOWN} more (all of them in --json)")
+    for explanation in (p for p in figures.problems if p.startswith(" ")):
+        print(f"  {explanation}")
     print(f"faults: {figures.faults_line()}")
     print(figures.line(), flush=True)
     if options.json_out is not None:
