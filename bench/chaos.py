@@ -8,6 +8,7 @@ twice), the bridge as its own OS process (`python -m bridge.cli run`, SIGKILLed 
 by itself at the commit-to-ack seam via STATION_BRIDGE_FAULTS), and the MES simulator in this
 process (outages, lost answers, 5xx bursts, its 100 requests/minute limit). Stations keep
 publishing while the bridge is dead: their messages wait in the bridge's persistent session.
+After each broker restart the bridge must connect again by itself.
 
 "Sent" means acknowledged by the broker (QoS 1 PUBACK): from then on the record is the bridge's
 to deliver. Stations do not publish while the broker itself is being restarted (a tablet cannot
