@@ -42,7 +42,8 @@ _log = logging.getLogger(__name__)
 
 Answer = WipItem | Completion | Serial | None
 
-_OFFLINE_CODES = {MesErrorCode.NETWORK, MesErrorCode.TIMEOUT, MesErrorCode.SERVER}
+# Failures that say nothing answered (or could not): evidence of an outage, not a refusal.
+OFFLINE_CODES = {MesErrorCode.NETWORK, MesErrorCode.TIMEOUT, MesErrorCode.SERVER}
 # How often /health is asked while the MES does not even answer that (free of its rate limit).
 _KNOCK_EVERY_S = 0.5
 
@@ -159,7 +160,7 @@ class Dispatcher:
         try:
             await self._mes.probe(min(self._lanes, default=None))
         except MesError as error:
-            if error.code in _OFFLINE_CODES or error.code is MesErrorCode.RATE_LIMITED:
+            if error.code in OFFLINE_CODES or error.code is MesErrorCode.RATE_LIMITED:
                 _log.debug("the MES is still away: %s", error)
                 return  # every lane keeps waiting, with its backoff
             if error.code is MesErrorCode.AUTH:
@@ -265,7 +266,7 @@ class Dispatcher:
         await self._listener.delivered(entry, answer, status)
 
     async def _failed(self, entry: Entry, error: MesError) -> None:
-        if error.code in _OFFLINE_CODES:
+        if error.code in OFFLINE_CODES:
             if self._outage.failed():
                 self._set_state(MesState.OFFLINE)
         elif error.code is MesErrorCode.AUTH:

@@ -18,7 +18,7 @@ from datetime import datetime
 
 import httpx
 
-from .dispatcher import MesState
+from .dispatcher import OFFLINE_CODES, MesState
 from .mes import MesClient, MesError, MesErrorCode
 from .state import State
 
@@ -26,7 +26,6 @@ _log = logging.getLogger(__name__)
 
 LOGIN_PATH = "/api/v1/auth/login/json"
 HEALTH_PATH = "/health"
-_OFFLINE_CODES = {MesErrorCode.NETWORK, MesErrorCode.TIMEOUT, MesErrorCode.SERVER}
 
 
 def after_answer(current: MesState, *, path: str, status: int, authenticated: bool) -> MesState:
@@ -48,7 +47,7 @@ def after_answer(current: MesState, *, path: str, status: int, authenticated: bo
 
 def after_error(current: MesState, code: MesErrorCode) -> MesState:
     """The MES's state after a check of ours failed with `code`."""
-    if code in _OFFLINE_CODES:
+    if code in OFFLINE_CODES:
         return MesState.OFFLINE
     if code is MesErrorCode.AUTH:
         return MesState.AUTH_FAILED

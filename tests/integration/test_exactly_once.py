@@ -100,15 +100,7 @@ async def test_a_commit_cancelled_midway_is_in_memory_as_it_is_on_disk(
     store = Store(config.store_dir)
     state = State(config, store=store, publish=Published(), clock=_now, faults=faults)
     await state.load()
-    batch = Batch(
-        batch_id="B1",
-        uid="U1",
-        station_id="1",
-        wip_id="W",
-        process=1,
-        operator_id=2,
-        started_at=_now(),
-    )
+    batch = _a_batch()
 
     async def open_it() -> None:
         async with state.transaction() as tx:
@@ -126,15 +118,7 @@ async def test_a_failed_commit_leaves_memory_as_it_was(config: BridgeConfig) -> 
     store = Store(config.store_dir)
     state = State(config, store=store, publish=Published(), clock=_now)
     await state.load()
-    batch = Batch(
-        batch_id="B1",
-        uid="U1",
-        station_id="1",
-        wip_id="W",
-        process=1,
-        operator_id=2,
-        started_at=_now(),
-    )
+    batch = _a_batch()
     await store.close()  # every commit now fails
     with pytest.raises(StoreError):
         async with state.transaction() as tx:
@@ -188,6 +172,18 @@ async def test_a_tablet_clock_minutes_fast_still_completes_and_says_so(
     started = next(p for p in outcomes if p["event"] == "PROCESS_STARTED")
     assert "station clock ahead by 120 s" in started["note"]
     assert "station clock ahead" in ledger_rows(sim, wip)[0]["notes"]
+
+
+def _a_batch() -> Batch:
+    return Batch(
+        batch_id="B1",
+        uid="U1",
+        station_id="1",
+        wip_id="W",
+        process=1,
+        operator_id=2,
+        started_at=_now(),
+    )
 
 
 def _now() -> datetime:
