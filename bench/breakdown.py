@@ -24,12 +24,12 @@ from typing import Any, ParamSpec, TypeVar
 
 import ingest
 
-import bridge.lifecycle
-import bridge.messages
-import bridge.outbox
-import bridge.state
-import bridge.station
-import bridge.store
+import bridge.adapters.store
+import bridge.core.batches
+import bridge.core.outbox
+import bridge.core.payloads
+import bridge.engine.lifecycle
+import bridge.engine.state
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")

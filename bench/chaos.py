@@ -46,11 +46,11 @@ import aiomqtt
 import yaml
 from chaos_ledger import MARK, SentRecord, Verdict, compare, notes_for, tally
 
+from bridge.adapters.store import read_directory
 from bridge.config import BridgeConfig, OutboxConfig
+from bridge.core.outbox import Entry, load_state
+from bridge.core.topics import Inbound, Topics
 from bridge.faults import ENV as FAULTS_ENV
-from bridge.outbox import Entry, load_state
-from bridge.store import read_directory
-from bridge.topics import Inbound, Topics
 from mes_sim import MesSimulator
 from mes_sim.app import FaultMode
 
@@ -326,7 +326,7 @@ class Bridge:
             self._process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "bridge.cli",
+                "bridge.commands.cli",
                 "run",
                 "--config",
                 str(self._config_file),

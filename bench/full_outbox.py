@@ -8,10 +8,10 @@ import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bridge.adapters.store import Store
 from bridge.config import BridgeConfig
+from bridge.core.outbox import NEXT_SEQ_KEY, Change, Entry
 from bridge.mes.models import StartProcess
-from bridge.outbox import NEXT_SEQ_KEY, Change, Entry
-from bridge.store import Store
 
 MOSQUITTO = ("127.0.0.1", 1883)
 OPERATOR = 2  # operator1 on the MES simulator

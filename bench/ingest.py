@@ -38,10 +38,10 @@ from typing import Any, Literal
 
 import aiomqtt
 
+from bridge.adapters.broker import EmbeddedBroker
 from bridge.app import run_bridge
-from bridge.broker import EmbeddedBroker
 from bridge.config import BridgeConfig
-from bridge.topics import Inbound, ResultKind, Topics
+from bridge.core.topics import Inbound, ResultKind, Topics
 from mes_sim import MesSimulator
 
 BrokerKind = Literal["mosquitto", "embedded"]

@@ -7,7 +7,7 @@ Each repeat, on Mosquitto at 127.0.0.1:1883, in this process:
 * durable baseline: a bare aiomqtt client with the bridge's session settings (fixed identifier,
   clean_session=False, QoS 1, manual acknowledgement) subscribed to the S stations' measurement
   topics; what has arrived together is parsed (json.loads) and written in one fsync'd commit to
-  a store like the bridge's (`bridge.store.Store`), then acknowledged. The least a durable
+  a store like the bridge's (`bridge.adapters.store.Store`), then acknowledged. The least a durable
   consumer does.
 * bridge: the real bridge with S stations, each with a batch open; the same N measurements,
   round robin over the stations; the clock stops when the stations' statuses add up to N.
@@ -46,9 +46,9 @@ from ingest import (
     running,
 )
 
+from bridge.adapters.store import Store
 from bridge.config import BridgeConfig
-from bridge.store import Store
-from bridge.topics import Inbound, ResultKind, Topics
+from bridge.core.topics import Inbound, ResultKind, Topics
 from mes_sim import MesSimulator
 
 ENDPOINT = Endpoint("mosquitto", *MOSQUITTO)

@@ -41,11 +41,11 @@ from typing import Any
 import aiomqtt
 from ingest import OPERATOR, machine, running
 
-from bridge.broker import find_free_port
+from bridge.adapters.broker import find_free_port
+from bridge.adapters.store import Store
 from bridge.config import BridgeConfig
+from bridge.core.topics import Inbound, ResultKind, Topics
 from bridge.mes import CompleteProcess, MesClient, Result, StartProcess
-from bridge.store import Store
-from bridge.topics import Inbound, ResultKind, Topics
 from mes_sim import MesSimulator
 
 LATENCY_CONF = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto-latency.conf"

@@ -32,7 +32,7 @@ import aiomqtt
 from full_outbox import config, fill
 from ingest import MOSQUITTO, OPERATOR, Endpoint, forget, machine, new_tag, running
 
-from bridge.topics import Inbound, Topics
+from bridge.core.topics import Inbound, Topics
 
 LAG_TICK_S = 0.005
 

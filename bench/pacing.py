@@ -40,8 +40,8 @@ import aiomqtt
 import ingest
 
 from bridge.config import BridgeConfig, MesConfig
+from bridge.core.topics import Inbound, Topics
 from bridge.mes import MesClient
-from bridge.topics import Inbound, Topics
 from mes_sim import MesSimulator
 
 ROUTE = "GET /api/v1/processes/active"

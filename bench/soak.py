@@ -38,7 +38,7 @@ import yaml
 from ingest import MOSQUITTO, OPERATOR, forget, machine
 from ingest import Endpoint as BrokerEndpoint
 
-from bridge.topics import Inbound, Topics
+from bridge.core.topics import Inbound, Topics
 from mes_sim import MesSimulator
 
 

@@ -25,26 +25,26 @@ import signal
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+from bridge.adapters import http_endpoint
+from bridge.adapters.broker import EmbeddedBroker, EmbeddedBrokerError, is_loopback
+from bridge.adapters.gauges import GaugeEvents
+from bridge.adapters.metrics import BridgeMetrics, MeteredStore
+from bridge.adapters.mqtt import MqttLink
+from bridge.adapters.notify import Notifier, notify_settings
+from bridge.adapters.overview import DeviceBoard, Overview
+from bridge.adapters.store import StoreError
+from bridge.commands import live_admin
+from bridge.commands.live_admin import LiveAdmin
+from bridge.config import BridgeConfig, MqttConfig
+from bridge.core.topics import Topics
+from bridge.engine.lifecycle import Lifecycle
+from bridge.engine.mes_watch import MesWatch
+from bridge.engine.reports import Deliveries
+from bridge.engine.state import State
+from bridge.faults import Faults
+from bridge.mes import MesClient
+from bridge.version import bridge_version
 from devices import GaugeReader
-
-from . import http_endpoint, live_admin
-from .broker import EmbeddedBroker, EmbeddedBrokerError, is_loopback
-from .config import BridgeConfig, MqttConfig
-from .deliveries import Deliveries
-from .faults import Faults
-from .gauges import GaugeEvents
-from .lifecycle import Lifecycle
-from .live_admin import LiveAdmin
-from .mes import MesClient
-from .mes_watch import MesWatch
-from .metrics import BridgeMetrics, MeteredStore
-from .mqtt import MqttLink
-from .notify import Notifier, notify_settings
-from .overview import DeviceBoard, Overview
-from .state import State
-from .store import StoreError
-from .topics import Topics
-from .version import bridge_version
 
 _log = logging.getLogger(__name__)
 

@@ -31,9 +31,8 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from bridge.adapters.tls import client_context
 from devices.config import DeviceConfig, StationId
-
-from .tls import client_context
 
 
 class _Section(BaseModel):

@@ -3,8 +3,8 @@ no active batch (shared by the in-process fuzz test and the one through a real b
 
 from __future__ import annotations
 
-from bridge.problems import ProblemCode
-from bridge.topics import Inbound
+from bridge.core.problems import ProblemCode
+from bridge.core.topics import Inbound
 
 In, P = Inbound, ProblemCode
 OPERATOR = b'"operator_id":2'

@@ -1,8 +1,8 @@
 """The MES layer: one client for the deployed F2X NeuroHub, and its error taxonomy."""
 
-from .client import MesClient
-from .errors import MesError, MesErrorCode
-from .models import (
+from bridge.mes.client import MesClient
+from bridge.mes.errors import MesError, MesErrorCode
+from bridge.mes.models import (
     CompleteProcess,
     Completion,
     ConvertToSerial,

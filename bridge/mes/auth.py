@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import MesError, MesErrorCode
-from .pacing import Pacer
+from bridge.mes.errors import MesError, MesErrorCode
+from bridge.mes.pacing import Pacer
 
 # (path, json body) -> parsed 2xx body; raises MesError otherwise.
 PostJson = Callable[[str, dict[str, Any]], Awaitable[Any]]

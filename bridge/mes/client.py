@@ -16,13 +16,13 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from ..config import MesConfig
-from ..faults import FaultPoint, Faults
-from ..tls import certificate_problem, client_context
-from .auth import TokenSource
-from .errors import MesError, MesErrorCode, classify_response, classify_transport
-from .instants import same_instant
-from .models import (
+from bridge.adapters.tls import certificate_problem, client_context
+from bridge.config import MesConfig
+from bridge.faults import FaultPoint, Faults
+from bridge.mes.auth import TokenSource
+from bridge.mes.errors import MesError, MesErrorCode, classify_response, classify_transport
+from bridge.mes.instants import same_instant
+from bridge.mes.models import (
     CompleteProcess,
     Completion,
     ConvertToSerial,
@@ -37,9 +37,9 @@ from .models import (
     WipTrace,
     format_utc,
 )
-from .pacing import Pacer, SendLog
-from .recent import RecentMap
-from .rules import start_refusal
+from bridge.mes.pacing import Pacer, SendLog
+from bridge.mes.recent import RecentMap
+from bridge.mes.rules import start_refusal
 
 _log = logging.getLogger(__name__)
 _Model = TypeVar("_Model", bound=BaseModel)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .errors import MesError, MesErrorCode
-from .models import WipItem, WipStatus
+from bridge.mes.errors import MesError, MesErrorCode
+from bridge.mes.models import WipItem, WipStatus
 
 
 def start_refusal(wip: WipItem, *, process: int) -> MesError | None:

@@ -12,15 +12,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from bridge.adapters.store import Store
 from bridge.app import stop
 from bridge.config import BridgeConfig
-from bridge.deliveries import Deliveries
+from bridge.core.topics import Inbound, Received, Topics
+from bridge.engine.lifecycle import Lifecycle
+from bridge.engine.reports import Deliveries
+from bridge.engine.state import State
 from bridge.faults import Faults
-from bridge.lifecycle import Lifecycle
 from bridge.mes import MesClient
-from bridge.state import State
-from bridge.store import Store
-from bridge.topics import Inbound, Received, Topics
 
 
 @dataclass

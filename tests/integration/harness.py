@@ -22,8 +22,8 @@ import aiomqtt
 
 from bridge.app import run_bridge, stop
 from bridge.config import BridgeConfig
+from bridge.core.topics import Inbound, ResultKind, Topics
 from bridge.faults import Faults
-from bridge.topics import Inbound, ResultKind, Topics
 from mes_sim import MesSimulator
 
 MOSQUITTO = ("127.0.0.1", 1883)

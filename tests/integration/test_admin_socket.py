@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from bridge.adapters.store import Store
+from bridge.commands.live_admin import LiveAdmin, serving
 from bridge.config import BridgeConfig
-from bridge.live_admin import LiveAdmin, serving
-from bridge.state import State
-from bridge.store import Store
+from bridge.engine.state import State
 
 NOBODY = 65534
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.store import Store
+from bridge.adapters.store import Store
 
 pytestmark = pytest.mark.skipif(shutil.which("sqlite3") is None, reason="no sqlite3 command")
 

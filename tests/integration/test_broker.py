@@ -1,5 +1,6 @@
 """What the bridge can rely on from its MQTT broker, checked against the embedded amqtt broker
-(`bridge.broker.EmbeddedBroker`) and against Mosquitto at 127.0.0.1:1883, with real aiomqtt clients.
+(`bridge.adapters.broker.EmbeddedBroker`) and against Mosquitto at 127.0.0.1:1883, with real
+aiomqtt clients.
 
 The behaviour tests are parametrized over both brokers (a few tests of EmbeddedBroker itself, and
 one of an amqtt limit, run only the embedded one). Where the brokers differ, the test asserts what
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 import aiomqtt
 import pytest
 
-from bridge.broker import BrokerPortInUseError, EmbeddedBroker
+from bridge.adapters.broker import BrokerPortInUseError, EmbeddedBroker
 
 MOSQUITTO = ("127.0.0.1", 1883)
 WAIT_S = 5.0

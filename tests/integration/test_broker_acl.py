@@ -17,9 +17,9 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from bridge.broker import find_free_port
+from bridge.adapters.broker import find_free_port
 from bridge.config import BridgeConfig
-from bridge.topics import Inbound, ResultKind, Topics
+from bridge.core.topics import Inbound, ResultKind, Topics
 from mes_sim import MesSimulator
 
 from .harness import OPERATOR, bridge_config, running

@@ -11,9 +11,9 @@ import aiomqtt
 import pytest
 from pwdlib import PasswordHash
 
-from bridge.broker import EmbeddedBroker, find_free_port
+from bridge.adapters.broker import EmbeddedBroker, find_free_port
 from bridge.config import MqttConfig
-from bridge.topics import Inbound, ResultKind, Topics
+from bridge.core.topics import Inbound, ResultKind, Topics
 from mes_sim import MesSimulator
 
 from .harness import bridge_config, running

@@ -17,12 +17,12 @@ import httpx
 import pytest
 
 from bridge.config import load_config
-from bridge.topics import Inbound, ResultKind
+from bridge.core.topics import Inbound, ResultKind
 from mes_sim import MesSimulator
 
 from .harness import OPERATOR, Tablet, mosquitto_running, running
 
-EXE = [sys.executable, "-m", "bridge.cli"]
+EXE = [sys.executable, "-m", "bridge.commands.cli"]
 
 
 def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

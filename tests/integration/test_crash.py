@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from bridge.config import BridgeConfig
+from bridge.core.topics import Inbound
 from bridge.faults import ENV
-from bridge.topics import Inbound
 from mes_sim import MesSimulator
 
 from .harness import MOSQUITTO, OPERATOR, Tablet, bridge_config, mosquitto_running
@@ -40,7 +40,14 @@ class BridgeProcess:
         """Start it; `faults` arms its seams (`STATION_BRIDGE_FAULTS`, e.g. after_commit=kill@3)."""
         with self._log.open("ab") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "bridge.cli", "run", "--config", str(self._config_file)],
+                [
+                    sys.executable,
+                    "-m",
+                    "bridge.commands.cli",
+                    "run",
+                    "--config",
+                    str(self._config_file),
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=Path(__file__).resolve().parents[2],
@@ -218,7 +225,7 @@ def test_an_unusable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
     config_file = tmp_path / "bridge.yaml"
     config_file.write_text(f"data_dir: {tmp_path / 'a-file' / 'data'}\nstations: [{{id: '1'}}]\n")
     done = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "run", "--config", str(config_file)],
+        [sys.executable, "-m", "bridge.commands.cli", "run", "--config", str(config_file)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -239,7 +246,7 @@ async def test_a_second_bridge_on_the_same_data_dir_refuses_to_start(
         second = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "bridge.cli",
+            "bridge.commands.cli",
             "run",
             "--config",
             str(tmp_path / "bridge.yaml"),

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from bridge.config import BridgeConfig
+from bridge.core.topics import Inbound, ResultKind
 from bridge.faults import FaultPoint, Faults
-from bridge.topics import Inbound, ResultKind
 from mes_sim import MesSimulator
 
 from .harness import (
@@ -210,7 +210,7 @@ async def test_a_request_under_way_when_the_bridge_stopped_waits_to_settle_after
 async def test_lanes_wait_while_the_database_is_down_even_though_health_says_200(
     sim: MesSimulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="bridge.dispatcher")
+    caplog.set_level(logging.DEBUG, logger="bridge.engine.dispatcher")
     config = make_config(sim, tmp_path)
     # The status's idle check asks /health often: its 200 must not make the MES look back.
     outbox = config.outbox.model_copy(update={"idle_check_s": 0.1})

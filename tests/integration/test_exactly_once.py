@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from bridge.adapters.store import Store, StoreError, read_directory
 from bridge.config import BridgeConfig
+from bridge.core.batches import Batch
+from bridge.core.outbox import Change, load_state
+from bridge.core.topics import Inbound
+from bridge.engine.state import State
 from bridge.faults import FaultPoint, Faults
-from bridge.outbox import Change, load_state
-from bridge.state import State
-from bridge.station import Batch
-from bridge.store import Store, StoreError, read_directory
-from bridge.topics import Inbound
 from mes_sim import MesSimulator
 
 from .engine import Published, Station, again, engine

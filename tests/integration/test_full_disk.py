@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.topics import Inbound, ResultKind
+from bridge.core.topics import Inbound, ResultKind
 from mes_sim import MesSimulator
 
 from .harness import MOSQUITTO, OPERATOR, Tablet, bridge_config, mosquitto_running, running

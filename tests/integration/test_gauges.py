@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.topics import Inbound, ResultKind
+from bridge.core.topics import Inbound, ResultKind
 from devices import GaugeSimulator
 from mes_sim import MesSimulator
 
@@ -149,7 +149,15 @@ async def test_discover_refuses_the_port_of_a_running_bridge_and_writes_nothing(
             status = tablet.topics.device_status("1", "balance1")
             await tablet.latest(status, lambda s: s["state"] == "connected")
             discover = await asyncio.create_subprocess_exec(
-                *[sys.executable, "-m", "bridge.cli", "discover", gauge.path, "--timeout", "0.2"],
+                *[
+                    sys.executable,
+                    "-m",
+                    "bridge.commands.cli",
+                    "discover",
+                    gauge.path,
+                    "--timeout",
+                    "0.2",
+                ],
                 stderr=asyncio.subprocess.PIPE,
             )
             _, output = await asyncio.wait_for(discover.communicate(), 60)

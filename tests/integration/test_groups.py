@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
+from bridge.adapters.store import Store, StoreError
 from bridge.app import stop, utc_now
 from bridge.config import BridgeConfig
-from bridge.deliveries import Deliveries
-from bridge.lifecycle import Lifecycle
+from bridge.core.topics import Received
+from bridge.engine.lifecycle import Lifecycle
+from bridge.engine.reports import Deliveries
+from bridge.engine.state import State
 from bridge.mes import MesClient
-from bridge.state import State
-from bridge.store import Store, StoreError
-from bridge.topics import Received
 from mes_sim import MesSimulator
 
 from .harness import OPERATOR

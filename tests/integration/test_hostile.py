@@ -12,7 +12,7 @@ import aiomqtt
 import pytest
 
 from bridge.config import BridgeConfig
-from bridge.topics import Inbound, ResultKind, Topics
+from bridge.core.topics import Inbound, ResultKind, Topics
 from mes_sim import MesSimulator
 
 from ..hostile import CORPUS, ODD_WIPS

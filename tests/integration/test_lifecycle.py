@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from bridge.broker import find_free_port
+from bridge.adapters.broker import find_free_port
 from bridge.config import BridgeConfig
-from bridge.topics import Inbound, ResultKind
+from bridge.core.topics import Inbound, ResultKind
 from mes_sim import MesSimulator
 
 from .harness import (

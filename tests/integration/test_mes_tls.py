@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from bridge.config import MesConfig
+from bridge.core.topics import Inbound, ResultKind
 from bridge.faults import Faults
 from bridge.mes import MesClient, MesError, MesErrorCode
-from bridge.topics import Inbound, ResultKind
 from mes_sim import MesSimulator
 
 from .harness import Tablet, bridge_config, mosquitto_running, running

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from bridge import mqtt
-from bridge.broker import find_free_port
+from bridge.adapters import mqtt
+from bridge.adapters.broker import find_free_port
+from bridge.adapters.mqtt import MqttLink
 from bridge.config import MqttConfig
-from bridge.mqtt import MqttLink
-from bridge.topics import Received
+from bridge.core.topics import Received
 
 from .harness import MOSQUITTO, mosquitto_running
 

@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator, Sequence
 import aiomqtt
 import pytest
 
-from bridge import mqtt
+from bridge.adapters import mqtt
+from bridge.adapters.mqtt import MqttLink
 from bridge.config import MqttConfig
-from bridge.mqtt import MqttLink
-from bridge.topics import Received
+from bridge.core.topics import Received
 
 from .harness import MOSQUITTO, mosquitto_running
 

@@ -15,7 +15,7 @@ import pytest
 
 from bridge.app import run_bridge, stop
 from bridge.config import BridgeConfig
-from bridge.topics import Inbound, ResultKind
+from bridge.core.topics import Inbound, ResultKind
 from mes_sim import MesSimulator
 
 from .harness import Tablet, bridge_config, event, running

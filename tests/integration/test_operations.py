@@ -19,14 +19,14 @@ import httpx
 import pytest
 
 from bridge.config import BridgeConfig, load_config
-from bridge.topics import Inbound, ResultKind
+from bridge.core.topics import Inbound, ResultKind
 from mes_sim import MesSimulator
 
 from .harness import OPERATOR, Tablet, event, mosquitto_running, running
 
 pytestmark = pytest.mark.skipif(not mosquitto_running(), reason="Mosquitto is not running")
 
-EXE = [sys.executable, "-m", "bridge.cli"]
+EXE = [sys.executable, "-m", "bridge.commands.cli"]
 
 
 def free_port() -> int:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.admin import (
+from bridge.adapters.store import Store, read_directory
+from bridge.commands.admin import (
     AdminError,
     change_stopped_bridge,
     check_not_stale,
@@ -19,9 +20,8 @@ from bridge.admin import (
     report_change,
 )
 from bridge.config import BridgeConfig
+from bridge.core.outbox import Change, Entry, load_state
 from bridge.mes import CompleteProcess, MesClient, Result, StartProcess
-from bridge.outbox import Change, Entry, load_state
-from bridge.store import Store, read_directory
 from mes_sim import MesSimulator
 
 T = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)

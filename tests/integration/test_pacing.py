@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from bridge.config import BridgeConfig, MesConfig
+from bridge.core.topics import Inbound, ResultKind
 from bridge.mes import MesClient, MesError, MesErrorCode
-from bridge.topics import Inbound, ResultKind
 from mes_sim import MesSimulator
 
 from .harness import MOSQUITTO, OPERATOR, Tablet, bridge_config, mosquitto_running, running

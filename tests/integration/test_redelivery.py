@@ -11,8 +11,8 @@ import aiomqtt
 import pytest
 
 from bridge.config import BridgeConfig
+from bridge.core.topics import Inbound, ResultKind
 from bridge.faults import FaultPoint, Faults
-from bridge.topics import Inbound, ResultKind
 from mes_sim import MesSimulator
 
 from .harness import (
@@ -70,7 +70,7 @@ async def test_a_link_dropped_between_commit_and_ack_does_not_apply_messages_twi
         # The outcomes of the first handling may reach the tablet before the broker's DUPs are
         # handled after the reconnect: wait for that too.
         redelivered = _Logged("delivered again: answered as before")
-        logging.getLogger("bridge.lifecycle").addHandler(redelivered)
+        logging.getLogger("bridge.engine.lifecycle").addHandler(redelivered)
         async with running(config, faults=faults):
             await tablet.expect(
                 "1",
@@ -83,7 +83,7 @@ async def test_a_link_dropped_between_commit_and_ack_does_not_apply_messages_twi
             try:
                 await asyncio.wait_for(redelivered.seen.wait(), 15)  # Mosquitto's DUP was seen
             finally:
-                logging.getLogger("bridge.lifecycle").removeHandler(redelivered)
+                logging.getLogger("bridge.engine.lifecycle").removeHandler(redelivered)
     assert [(b["wip_id"], b["measurements"]) for b in status["active_batches"]] == [(second, 0)]
     assert [(r["result"], r["measurements"]["torque"]) for r in ledger_rows(sim, first)] == [
         ("PASS", 1.5)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bridge.topics import Inbound, ResultKind
+from bridge.core.topics import Inbound, ResultKind
 from mes_sim import MesSimulator
 
 from .harness import MOSQUITTO, OPERATOR, Tablet, bridge_config, event, mosquitto_running, running

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import diskcache
 
-from bridge.store import FORMAT, FORMAT_KEY, SETTINGS, Store, StoreError, read_directory
+from bridge.adapters.store import FORMAT, FORMAT_KEY, SETTINGS, Store, StoreError, read_directory
 
 ROWS = {"meta/next_seq": "3", "batch/B1": '{"batch_id": "B1"}'}
 
@@ -72,7 +72,7 @@ def test_the_bridge_and_outbox_list_exit_2_on_a_newer_store(tmp_path: Path) -> N
     config.write_text(f"data_dir: {tmp_path / 'data'}\nstations: [{{id: ST01}}]\n")
     for command in (["run"], ["outbox", "list"]):
         done = subprocess.run(
-            [sys.executable, "-m", "bridge.cli", *command, "--config", str(config)],
+            [sys.executable, "-m", "bridge.commands.cli", *command, "--config", str(config)],
             capture_output=True,
             text=True,
             timeout=60,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from bridge.broker import find_free_port
+from bridge.adapters.broker import find_free_port
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bridge.topics import Inbound
+from bridge.core.topics import Inbound
 
 from .test_stateful import BridgeMachine, Said
 

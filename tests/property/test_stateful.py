@@ -28,15 +28,15 @@ from hypothesis import HealthCheck, currently_in_test_context, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from bridge.adapters.store import Store, read_directory
 from bridge.config import BridgeConfig
-from bridge.deliveries import Deliveries
+from bridge.core.outbox import Entry, load_state
+from bridge.core.topics import Inbound, Received, Topics
+from bridge.engine.lifecycle import Lifecycle
+from bridge.engine.reports import Deliveries
+from bridge.engine.state import State
 from bridge.faults import FaultPoint, Faults
-from bridge.lifecycle import Lifecycle
 from bridge.mes import CompleteProcess, MesClient, Result, StartProcess
-from bridge.outbox import Entry, load_state
-from bridge.state import State
-from bridge.store import Store, read_directory
-from bridge.topics import Inbound, Received, Topics
 
 from .mes_in_process import ANSWERS, Answer, InProcessMes, Killed
 

@@ -1,5 +1,5 @@
-"""bridge.admin's plans: what `outbox retry|drop` and `batch end` change, decided from the state
-alone (the bridge running or stopped takes the same decision)."""
+"""bridge.commands.admin's plans: what `outbox retry|drop` and `batch end` change, decided from
+the state alone (the bridge running or stopped takes the same decision)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from bridge.admin import AdminError, plan_drop, plan_end_batch, plan_retry, report_change
+from bridge.commands.admin import AdminError, plan_drop, plan_end_batch, plan_retry, report_change
+from bridge.core.batches import Batch
+from bridge.core.outbox import Entry, Outbox
 from bridge.mes.models import CompleteProcess, MesRequest, Result, StartProcess
-from bridge.outbox import Entry, Outbox
-from bridge.station import Batch
 
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 REFUSED = {"code": "PREREQUISITE_NOT_MET", "detail": "process 3 first"}

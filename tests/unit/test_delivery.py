@@ -1,4 +1,4 @@
-"""bridge.delivery: backoff, retry or give up, and a refused resend that proves delivery."""
+"""bridge.core.retry: backoff, retry or give up, and a refused resend that proves delivery."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bridge.delivery import (
+from bridge.core.outbox import Entry
+from bridge.core.retry import (
     GiveUp,
     Outage,
     Retry,
@@ -21,7 +22,6 @@ from bridge.mes.models import (
     Result,
     StartProcess,
 )
-from bridge.outbox import Entry
 
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 POLICY = RetryPolicy(min_s=1.0, max_s=120.0)

@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.config import BatchesConfig, StationConfig
-from bridge.mes import ConvertToSerial, StartProcess
-from bridge.messages import (
+from bridge.core.batches import Batch, close_batch, open_batch, record, request_bytes, within_bounds
+from bridge.core.outcomes import Event, outcome
+from bridge.core.payloads import (
     MODELS,
     BatchAbort,
     BatchComplete,
@@ -25,10 +26,9 @@ from bridge.messages import (
     WipConvert,
     parse_payload,
 )
-from bridge.outcomes import Event, outcome
-from bridge.problems import Problem, ProblemCode
-from bridge.station import Batch, close_batch, open_batch, record, request_bytes, within_bounds
-from bridge.topics import Inbound
+from bridge.core.problems import Problem, ProblemCode
+from bridge.core.topics import Inbound
+from bridge.mes import ConvertToSerial, StartProcess
 
 from ..hostile import CORPUS
 

@@ -1,4 +1,4 @@
-"""bridge.lanes: what a station may do, and the answers to ids that are not stations."""
+"""bridge.core.permissions: what a station may do, and the answers to ids that are not stations."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bridge.config import StationConfig
-from bridge.lanes import UnknownReply, UnknownStations, may_convert, shown_id
-from bridge.problems import ProblemCode
+from bridge.core.permissions import UnknownReply, UnknownStations, may_convert, shown_id
+from bridge.core.problems import ProblemCode
 
 LINE = [
     StationConfig(id="ST01", processes=[1, 2]),

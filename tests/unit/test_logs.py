@@ -1,4 +1,4 @@
-"""bridge.logs: one event, one line, whatever the logged values hold."""
+"""bridge.adapters.logs: one event, one line, whatever the logged values hold."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from bridge.logs import FORMAT, EscapingFormatter, JournalFormatter, escape, journal_priority, setup
+from bridge.adapters.logs import (
+    FORMAT,
+    EscapingFormatter,
+    JournalFormatter,
+    escape,
+    journal_priority,
+    setup,
+)
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,19 @@
-"""bridge.mes_watch: what each answer from the MES, or each failed check, makes of its state."""
+"""bridge.engine.mes_watch: what each answer from the MES, or each failed check, makes of its
+state."""
 
 from __future__ import annotations
 
 import pytest
 
-from bridge.dispatcher import MesState
+from bridge.engine.dispatcher import MesState
+from bridge.engine.mes_watch import (
+    HEALTH_PATH,
+    LOGIN_PATH,
+    after_answer,
+    after_error,
+    is_confirmation,
+)
 from bridge.mes import MesErrorCode
-from bridge.mes_watch import HEALTH_PATH, LOGIN_PATH, after_answer, after_error, is_confirmation
 
 ONLINE, OFFLINE, AUTH, UNKNOWN = (
     MesState.ONLINE,

@@ -1,4 +1,4 @@
-"""bridge.messages: bytes from a station in, a validated payload or a Problem out."""
+"""bridge.core.payloads: bytes from a station in, a validated payload or a Problem out."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from bridge.mes.models import Result
-from bridge.messages import (
+from bridge.core.limits import Measured
+from bridge.core.payloads import (
     BatchAbort,
     BatchComplete,
     BatchStart,
@@ -18,9 +18,9 @@ from bridge.messages import (
     WipConvert,
     parse_payload,
 )
-from bridge.problems import Problem, ProblemCode
-from bridge.results import Measured
-from bridge.topics import Inbound
+from bridge.core.problems import Problem, ProblemCode
+from bridge.core.topics import Inbound
+from bridge.mes.models import Result
 
 MAX = 65536
 KST = timezone(timedelta(hours=9))

@@ -1,4 +1,5 @@
-"""bridge.metrics and the gauge board: labels that stay bounded, and what a gauge's events count."""
+"""bridge.adapters.metrics and the gauge board: labels that stay bounded, and what a gauge's
+events count."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from bridge.adapters.metrics import BridgeMetrics, MeteredStore, endpoint
+from bridge.adapters.overview import DeviceBoard
+from bridge.adapters.store import StoreError
 from bridge.config import HttpConfig
-from bridge.metrics import BridgeMetrics, MeteredStore, endpoint
-from bridge.overview import DeviceBoard
-from bridge.store import StoreError
 from devices import DeviceConfig, DeviceStatus, GaugeError, Reading
 
 T0 = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)

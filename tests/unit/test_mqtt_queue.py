@@ -1,9 +1,9 @@
-"""The outgoing queue (`bridge.outgoing`): outcomes in order and never dropped while connected,
-statuses coalesced per topic, what was in flight sent again after a broken connection."""
+"""The outgoing queue (`bridge.adapters.outgoing`): outcomes in order and never dropped while
+connected, statuses coalesced per topic, what was in flight sent again after a broken connection."""
 
 from __future__ import annotations
 
-from bridge.outgoing import Message, Outgoing
+from bridge.adapters.outgoing import Message, Outgoing
 
 
 def outcome(topic: str) -> Message:

@@ -1,10 +1,10 @@
-"""bridge.notify: what the environment systemd gives the process asks of the bridge."""
+"""bridge.adapters.notify: what the environment systemd gives the process asks of the bridge."""
 
 from __future__ import annotations
 
 import pytest
 
-from bridge.notify import NotifySettings, notify_settings
+from bridge.adapters.notify import NotifySettings, notify_settings
 
 PID = 4242
 

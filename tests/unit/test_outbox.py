@@ -1,4 +1,4 @@
-"""bridge.outbox: the order of entries, Change's writes, and a reload of what was written."""
+"""bridge.core.outbox: the order of entries, Change's writes, and a reload of what was written."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from typing import Any
 
 import pytest
 
+from bridge.core.batches import Batch
+from bridge.core.limits import Measured
+from bridge.core.outbox import NEXT_SEQ_KEY, Change, Entry, Outbox, batch_key, load_state, new_entry
 from bridge.mes.models import (
     CompleteProcess,
     ConvertToSerial,
@@ -16,9 +19,6 @@ from bridge.mes.models import (
     Result,
     StartProcess,
 )
-from bridge.outbox import NEXT_SEQ_KEY, Change, Entry, Outbox, batch_key, load_state, new_entry
-from bridge.results import Measured
-from bridge.station import Batch
 
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 KST = timezone(timedelta(hours=9))

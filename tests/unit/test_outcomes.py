@@ -1,4 +1,4 @@
-"""bridge.outcomes and bridge.problems: result-topic payloads and operator wording."""
+"""bridge.core.outcomes and bridge.problems: result-topic payloads and operator wording."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from bridge.core.outcomes import TOPIC, Event, outcome
+from bridge.core.problems import Problem, ProblemCode
+from bridge.core.topics import ResultKind
 from bridge.mes.errors import MesError, MesErrorCode
-from bridge.outcomes import TOPIC, Event, outcome
-from bridge.problems import Problem, ProblemCode
-from bridge.topics import ResultKind
 
 AT = datetime(2026, 11, 26, 9, 0, 5, tzinfo=UTC)
 HANGUL = re.compile(r"[\uac00-\ud7a3]")

@@ -1,4 +1,4 @@
-"""bridge.problems: every refusal has operator wording in English and Korean."""
+"""bridge.core.problems: every refusal has operator wording in English and Korean."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import re
 
 import pytest
 
+from bridge.core.problems import Problem, ProblemCode
 from bridge.mes.errors import MesError, MesErrorCode
-from bridge.problems import Problem, ProblemCode
 
 HANGUL = re.compile(r"[\uac00-\ud7a3]")
 

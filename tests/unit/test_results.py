@@ -1,4 +1,4 @@
-"""bridge.results: PASS or FAIL from limits, defects and a stated result."""
+"""bridge.core.limits: PASS or FAIL from limits, defects and a stated result."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from bridge.config import Limit
+from bridge.core.limits import Measured, Verdict, decide, limit_defects, unique
 from bridge.mes.models import Result
-from bridge.results import Measured, Verdict, decide, limit_defects, unique
 
 TORQUE = Limit(min=1.0, max=2.0, unit="Nm", defect="TORQUE_OUT")
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from bridge.admin import stale_reason
+from bridge.commands.admin import stale_reason
+from bridge.core.outbox import Entry
 from bridge.mes import CompleteProcess, ConvertToSerial, Result, StartProcess, WipTrace
 from bridge.mes.models import MesRequest
-from bridge.outbox import Entry
 
 T = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 WIP = "WIP-1"

@@ -1,4 +1,5 @@
-"""bridge.station: opening, selecting, filling and closing batches (no clock: `now` is given)."""
+"""bridge.core.batches: opening, selecting, filling and closing batches (no clock: `now` is
+given)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,7 @@ from typing import Any
 import pytest
 
 from bridge.config import BatchesConfig, Limit, StationConfig
-from bridge.mes.models import CompleteProcess, Result
-from bridge.messages import BatchComplete, BatchStart
-from bridge.problems import Problem, ProblemCode
-from bridge.results import Measured
-from bridge.station import (
+from bridge.core.batches import (
     Batch,
     close_batch,
     is_redelivery,
@@ -23,6 +20,10 @@ from bridge.station import (
     station_time,
     within_bounds,
 )
+from bridge.core.limits import Measured
+from bridge.core.payloads import BatchComplete, BatchStart
+from bridge.core.problems import Problem, ProblemCode
+from bridge.mes.models import CompleteProcess, Result
 
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 NOW = datetime(2026, 11, 26, 9, 5, tzinfo=UTC)

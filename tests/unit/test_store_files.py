@@ -1,4 +1,5 @@
-"""bridge.store: the data directory and its files are the bridge user's alone, any umask."""
+"""bridge.adapters.store: the data directory and its files are the bridge user's alone, any
+umask."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.store import Store
+from bridge.adapters.store import Store
 
 
 def mode(path: Path) -> int:

@@ -1,4 +1,5 @@
-"""bridge.store.upgrade: which writes bring a store to the format this bridge reads (pure)."""
+"""bridge.adapters.store.upgrade: which writes bring a store to the format this bridge reads
+(pure)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from bridge.store import FORMAT, FORMAT_KEY, MIGRATIONS, Rows, StoreError, upgrade
+from bridge.adapters.store import FORMAT, FORMAT_KEY, MIGRATIONS, Rows, StoreError, upgrade
 
 
 def rename_batches(rows: Rows) -> dict[str, str | None]:

@@ -1,4 +1,4 @@
-"""bridge.tls and the config keys that use it: bad files are config errors, named."""
+"""bridge.adapters.tls and the config keys that use it: bad files are config errors, named."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import trustme
 from pydantic import ValidationError
 
+from bridge.adapters.tls import TlsFileError, client_context
 from bridge.config import MesConfig, MqttConfig
-from bridge.tls import TlsFileError, client_context
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""bridge.topics: the names of every topic, and which inbound topics are accepted."""
+"""bridge.core.topics: the names of every topic, and which inbound topics are accepted."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from bridge.topics import Inbound, ResultKind, Topics
+from bridge.core.topics import Inbound, ResultKind, Topics
 
 PREFIX = "plant1/line2"
 

@@ -10,10 +10,11 @@
   that lost it may have lost what the stations sent meanwhile.
 - `bridge/{id}/availability` is `online` (retained) while connected, and the broker publishes the
   last will `offline` when the bridge vanishes without saying goodbye.
-- Outgoing messages (`bridge.outgoing`) go out many at a time (QoS 1 lets up to `_IN_FLIGHT`
-  wait for their PUBACK together), outcomes before statuses, and a status replaces an older one
-  of its station still waiting. While the broker is away they wait, and past `_QUEUE_LIMIT` the
-  oldest outcome is dropped, counted and logged; while it is connected none is dropped.
+- Outgoing messages (`bridge.adapters.outgoing`) go out many at a time (QoS 1 lets up to
+  `_IN_FLIGHT` wait for their PUBACK together), outcomes before statuses, and a status replaces an
+  older one of its station still waiting. While the broker is away they wait, and past
+  `_QUEUE_LIMIT` the oldest outcome is dropped, counted and logged; while it is connected none
+  is dropped.
 - Only the configured stations' topics are subscribed, so that several bridges can share one
   broker, each with its own stations.
 - TCP_NODELAY on the socket: an outcome is one small packet, and Nagle's algorithm would hold it
@@ -36,11 +37,11 @@ from typing import Any
 import aiomqtt
 import paho.mqtt.client as paho
 
-from .config import MqttConfig
-from .delivery import RetryPolicy
-from .faults import FaultPoint, Faults
-from .outgoing import Message, Outgoing
-from .topics import Received, Topics
+from bridge.adapters.outgoing import Message, Outgoing
+from bridge.config import MqttConfig
+from bridge.core.retry import RetryPolicy
+from bridge.core.topics import Received, Topics
+from bridge.faults import FaultPoint, Faults
 
 _log = logging.getLogger(__name__)
 

@@ -8,8 +8,11 @@ from typing import Any, TextIO
 
 import yaml
 
-from .config import BridgeConfig
-from .mes import (
+from bridge.adapters.store import Store, existing, read_directory
+from bridge.config import BridgeConfig
+from bridge.core.batches import Batch
+from bridge.core.outbox import Change, Entry, Outbox, load_state
+from bridge.mes import (
     CompleteProcess,
     ConvertToSerial,
     MesClient,
@@ -18,10 +21,7 @@ from .mes import (
     WipStatus,
     WipTrace,
 )
-from .mes.instants import parse_instant, same_instant
-from .outbox import Change, Entry, Outbox, load_state
-from .station import Batch
-from .store import Store, existing, read_directory
+from bridge.mes.instants import parse_instant, same_instant
 
 
 def show_config(config: BridgeConfig, *, out: TextIO) -> None:
@@ -131,7 +131,7 @@ async def check_not_stale(config: BridgeConfig, change: Change) -> None:
 
 
 # What each command changes, decided from the state alone: the same functions serve the bridge
-# stopped (the store written here) and running (`bridge.live_admin`, through its `State`).
+# stopped (the store written here) and running (`bridge.commands.live_admin`, through its `State`).
 
 
 def plan_retry(outbox: Outbox, seqs: list[int]) -> Change:
@@ -186,8 +186,8 @@ async def change_stopped_bridge(
     check: Callable[[Change], Awaitable[None]] | None = None,
 ) -> Change:
     """Apply a planned change to the store of a bridge that is not running (it holds the store
-    while it runs: then the change goes through `bridge.live_admin`). `check` may refuse the
-    change (AdminError) before anything is written."""
+    while it runs: then the change goes through `bridge.commands.live_admin`). `check` may refuse
+    the change (AdminError) before anything is written."""
     store = Store(existing(config.store_dir))
     try:
         batches, outbox = load_state(await store.open())  # fails while a bridge has it open

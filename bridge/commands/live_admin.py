@@ -22,12 +22,12 @@ from typing import Any
 import httpx
 from aiohttp import web
 
-from .admin import AdminError, check_not_stale, plan_drop, plan_end_batch, plan_retry
-from .config import BridgeConfig
-from .outbox import Change, Entry, Outbox
-from .outcomes import Event
-from .state import State, batch_ids
-from .station import Batch
+from bridge.commands.admin import AdminError, check_not_stale, plan_drop, plan_end_batch, plan_retry
+from bridge.config import BridgeConfig
+from bridge.core.batches import Batch
+from bridge.core.outbox import Change, Entry, Outbox
+from bridge.core.outcomes import Event
+from bridge.engine.state import State, batch_ids
 
 _log = logging.getLogger(__name__)
 

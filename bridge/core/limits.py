@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, JsonValue
 
-from .config import Limit
-from .mes.models import Result
+from bridge.config import Limit
+from bridge.mes.models import Result
 
 
 class Measured(BaseModel):

@@ -18,9 +18,9 @@ from datetime import datetime
 
 import httpx
 
-from .dispatcher import OFFLINE_CODES, MesState
-from .mes import MesClient, MesError, MesErrorCode
-from .state import State
+from bridge.engine.dispatcher import OFFLINE_CODES, MesState
+from bridge.engine.state import State
+from bridge.mes import MesClient, MesError, MesErrorCode
 
 _log = logging.getLogger(__name__)
 

@@ -11,26 +11,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import redelivery
-from .config import StationConfig
-from .deliveries import Deliveries
-from .lanes import UnknownStations, may_convert, shown_id
-from .mes import CompleteProcess, ConvertToSerial, StartProcess
-from .messages import (
-    BatchAbort,
-    BatchComplete,
-    BatchStart,
-    MeasurementIn,
-    Payload,
-    WipConvert,
-    parse_payload,
-)
-from .outbox import Change, new_entry
-from .outcomes import OFFLINE_EVENT, Event
-from .problems import Problem, ProblemCode
-from .results import Measured
-from .state import State, Transaction, batch_ids, entry_ids
-from .station import (
+from bridge.adapters.store import StoreError
+from bridge.config import StationConfig
+from bridge.core import redelivery
+from bridge.core.batches import (
     Batch,
     close_batch,
     is_redelivery,
@@ -39,8 +23,24 @@ from .station import (
     select_batch,
     within_bounds,
 )
-from .store import StoreError
-from .topics import Inbound, Received, Topics
+from bridge.core.limits import Measured
+from bridge.core.outbox import Change, new_entry
+from bridge.core.outcomes import OFFLINE_EVENT, Event
+from bridge.core.payloads import (
+    BatchAbort,
+    BatchComplete,
+    BatchStart,
+    MeasurementIn,
+    Payload,
+    WipConvert,
+    parse_payload,
+)
+from bridge.core.permissions import UnknownStations, may_convert, shown_id
+from bridge.core.problems import Problem, ProblemCode
+from bridge.core.topics import Inbound, Received, Topics
+from bridge.engine.reports import Deliveries
+from bridge.engine.state import State, Transaction, batch_ids, entry_ids
+from bridge.mes import CompleteProcess, ConvertToSerial, StartProcess
 
 _log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from .config import BatchesConfig, StationConfig
-from .mes.models import CompleteProcess, Result, UtcDatetime, format_utc
-from .messages import BatchComplete, BatchStart
-from .problems import Problem, ProblemCode
-from .results import Measured, decide, unique
+from bridge.config import BatchesConfig, StationConfig
+from bridge.core.limits import Measured, decide, unique
+from bridge.core.payloads import BatchComplete, BatchStart
+from bridge.core.problems import Problem, ProblemCode
+from bridge.mes.models import CompleteProcess, Result, UtcDatetime, format_utc
 
 
 class Batch(BaseModel):

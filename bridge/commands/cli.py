@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .config import BridgeConfig
-    from .live_admin import Plan
-    from .outbox import Change
+    from bridge.commands.live_admin import Plan
+    from bridge.config import BridgeConfig
+    from bridge.core.outbox import Change
 
 
 def _mes_sim(args: argparse.Namespace) -> int:
@@ -41,7 +41,7 @@ def _with_config(
     """A command that needs `--config`: a file that does not load is exit 2, with its errors."""
 
     def run(args: argparse.Namespace) -> int:
-        from .config import ConfigError, load_config
+        from bridge.config import ConfigError, load_config
 
         try:
             config = load_config(args.config)
@@ -55,15 +55,15 @@ def _with_config(
 
 @_with_config
 def _mes_check(args: argparse.Namespace, config: BridgeConfig) -> int:
-    from .mes_check import check_mes
+    from bridge.commands.mes_check import check_mes
 
     return asyncio.run(check_mes(config.mes, wip_id=args.wip, out=sys.stdout))
 
 
 @_with_config
 def _run(args: argparse.Namespace, config: BridgeConfig) -> int:
-    from .app import main as run_main
-    from .logs import setup
+    from bridge.adapters.logs import setup
+    from bridge.app import main as run_main
 
     setup(config.log_level, environ=os.environ)  # UTC, escaped lines; journald priorities
     return run_main(config)
@@ -71,7 +71,7 @@ def _run(args: argparse.Namespace, config: BridgeConfig) -> int:
 
 @_with_config
 def _check(args: argparse.Namespace, config: BridgeConfig) -> int:
-    from .admin import show_config
+    from bridge.commands.admin import show_config
 
     show_config(config, out=sys.stdout)
     return 0
@@ -79,8 +79,8 @@ def _check(args: argparse.Namespace, config: BridgeConfig) -> int:
 
 @_with_config
 def _outbox_list(args: argparse.Namespace, config: BridgeConfig) -> int:
-    from .admin import show_outbox
-    from .store import StoreError
+    from bridge.adapters.store import StoreError
+    from bridge.commands.admin import show_outbox
 
     try:
         show_outbox(config, out=sys.stdout, as_json=args.json)
@@ -149,7 +149,7 @@ def _gauge_watch(args: argparse.Namespace, config: BridgeConfig) -> int:
 
 @_with_config
 def _outbox_change(args: argparse.Namespace, config: BridgeConfig) -> int:
-    from .admin import check_not_stale, plan_drop, plan_retry
+    from bridge.commands.admin import check_not_stale, plan_drop, plan_retry
 
     seqs: list[int] = args.seq
     command: str = args.outbox_command
@@ -166,8 +166,8 @@ def _outbox_change(args: argparse.Namespace, config: BridgeConfig) -> int:
 
 @_with_config
 def _batch_list(args: argparse.Namespace, config: BridgeConfig) -> int:
-    from .admin import show_batches
-    from .store import StoreError
+    from bridge.adapters.store import StoreError
+    from bridge.commands.admin import show_batches
 
     try:
         show_batches(config, out=sys.stdout, as_json=args.json)
@@ -179,7 +179,7 @@ def _batch_list(args: argparse.Namespace, config: BridgeConfig) -> int:
 
 @_with_config
 def _batch_end(args: argparse.Namespace, config: BridgeConfig) -> int:
-    from .admin import plan_end_batch
+    from bridge.commands.admin import plan_end_batch
 
     batch_id: str = args.batch_id
     return _change(
@@ -202,9 +202,9 @@ def _change(
 ) -> int:
     """Made by the running bridge when one answers on its admin socket, else written to the
     store of the stopped one: both decide with the same `plan` (and the same `check`)."""
-    from .admin import AdminError, change_stopped_bridge, report_change
-    from .live_admin import ask_running_bridge
-    from .store import StoreError
+    from bridge.adapters.store import StoreError
+    from bridge.commands.admin import AdminError, change_stopped_bridge, report_change
+    from bridge.commands.live_admin import ask_running_bridge
 
     try:
         change = ask_running_bridge(config, path, body)
@@ -218,13 +218,13 @@ def _change(
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from bridge.commands.demo import run_demo
 
     return asyncio.run(run_demo(wips=args.wips, out=sys.stdout))
 
 
 def _version() -> str:
-    from .version import bridge_version
+    from bridge.version import bridge_version
 
     return f"station-bridge {bridge_version()}"
 

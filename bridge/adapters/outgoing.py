@@ -1,5 +1,5 @@
 """What the bridge has to publish and the broker has not acknowledged yet (pure: the sending is
-`bridge.mqtt`).
+`bridge.adapters.mqtt`).
 
 Two kinds, kept apart:
 - outcomes (and everything else published without the retain flag): every one matters, in order;

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TextIO
 
-from .config import MesConfig
-from .mes import MesClient, MesError
+from bridge.config import MesConfig
+from bridge.mes import MesClient, MesError
 
 
 def _auth_summary(config: MesConfig) -> str:

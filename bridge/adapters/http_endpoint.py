@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from .broker import is_loopback
-from .metrics import BridgeMetrics
-from .overview import Overview
-from .status_page import render
+from bridge.adapters.broker import is_loopback
+from bridge.adapters.metrics import BridgeMetrics
+from bridge.adapters.overview import Overview
+from bridge.adapters.status_page import render
 
 _log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .state import Publish, State
-from .store import Store, StoreError
-from .topics import Received, Topics
+from bridge.adapters.store import Store, StoreError
+from bridge.core.topics import Received, Topics
+from bridge.engine.state import Publish, State
 
 _STARTED = "station_bridge_started"
 _LOOP_TICK_S = 1.0

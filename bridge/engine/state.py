@@ -20,19 +20,19 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any, Protocol
 
-from . import redelivery
-from .config import BridgeConfig
-from .dispatcher import MesState
-from .faults import FaultPoint, Faults
-from .mes import CompleteProcess, MesError, StartProcess
-from .mes.models import format_utc
-from .outbox import NEXT_SEQ_KEY, Change, Entry, Outbox, load_state
-from .outcomes import TOPIC, Event, outcome
-from .problems import Problem
-from .station import Batch
-from .store import Store, StoreError
-from .topics import Topics
-from .version import bridge_version
+from bridge.adapters.store import Store, StoreError
+from bridge.config import BridgeConfig
+from bridge.core import redelivery
+from bridge.core.batches import Batch
+from bridge.core.outbox import NEXT_SEQ_KEY, Change, Entry, Outbox, load_state
+from bridge.core.outcomes import TOPIC, Event, outcome
+from bridge.core.problems import Problem
+from bridge.core.topics import Topics
+from bridge.engine.dispatcher import MesState
+from bridge.faults import FaultPoint, Faults
+from bridge.mes import CompleteProcess, MesError, StartProcess
+from bridge.mes.models import format_utc
+from bridge.version import bridge_version
 
 _log = logging.getLogger(__name__)
 

@@ -21,13 +21,12 @@ from typing import Any, TextIO
 
 import aiomqtt
 
+from bridge.adapters.broker import find_free_port
+from bridge.app import run_bridge, stop
+from bridge.config import BridgeConfig
+from bridge.core.topics import Inbound, Topics
 from devices import GaugeSimulator
 from mes_sim import MesSimulator
-
-from .app import run_bridge, stop
-from .broker import find_free_port
-from .config import BridgeConfig
-from .topics import Inbound, Topics
 
 OPERATOR = 2  # operator1 on the simulator
 TEST_TIME_S = 0.4

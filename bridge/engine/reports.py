@@ -11,11 +11,15 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from .config import BridgeConfig
-from .delivery import RetryPolicy
-from .dispatcher import Answer, Dispatcher, MesState
-from .faults import Faults
-from .mes import (
+from bridge.config import BridgeConfig
+from bridge.core.outbox import Change, Entry, new_entry
+from bridge.core.outcomes import LIVE_EVENT, OFFLINE_EVENT, Event
+from bridge.core.problems import Problem, ProblemCode
+from bridge.core.retry import RetryPolicy
+from bridge.engine.dispatcher import Answer, Dispatcher, MesState
+from bridge.engine.state import State, Transaction, entry_ids
+from bridge.faults import Faults
+from bridge.mes import (
     CompleteProcess,
     Completion,
     ConvertToSerial,
@@ -26,10 +30,6 @@ from .mes import (
     Serial,
     WipStatus,
 )
-from .outbox import Change, Entry, new_entry
-from .outcomes import LIVE_EVENT, OFFLINE_EVENT, Event
-from .problems import Problem, ProblemCode
-from .state import State, Transaction, entry_ids
 
 
 class Deliveries:

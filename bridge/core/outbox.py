@@ -1,4 +1,4 @@
-"""The outbox's records and their order (pure: the disk is `bridge.store`).
+"""The outbox's records and their order (pure: the disk is `bridge.adapters.store`).
 
 Every MES request is an `Entry` from the moment it is decided until the MES gave a definite
 outcome: delivered (the entry is removed) or refused for good (it stays, as a dead letter with its
@@ -17,9 +17,9 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
-from .mes.models import MesRequest, UtcDatetime
-from .results import Measured
-from .station import Batch
+from bridge.core.batches import Batch
+from bridge.core.limits import Measured
+from bridge.mes.models import MesRequest, UtcDatetime
 
 
 class Entry(BaseModel):

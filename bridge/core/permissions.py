@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .config import StationConfig
-from .problems import Problem, ProblemCode
+from bridge.config import StationConfig
+from bridge.core.problems import Problem, ProblemCode
 
 SHOWN_ID_CHARS = 64  # an unknown id is echoed at most this long: it may be 5,000 characters
 

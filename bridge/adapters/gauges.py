@@ -12,13 +12,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from bridge.core.limits import Measured
+from bridge.core.topics import Topics
+from bridge.engine.lifecycle import Lifecycle
+from bridge.engine.state import Publish
 from devices import DeviceConfig, DeviceStatus, GaugeError, Reading
 from devices.events import iso_utc
-
-from .lifecycle import Lifecycle
-from .results import Measured
-from .state import Publish
-from .topics import Topics
 
 
 class GaugeEvents:

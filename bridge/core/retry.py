@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from .mes import MesError
-from .outbox import Entry
+from bridge.core.outbox import Entry
+from bridge.mes import MesError
 
 
 @dataclass(frozen=True)

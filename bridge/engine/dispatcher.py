@@ -1,8 +1,8 @@
 """Delivers the outbox to the MES: one lane per WIP, strictly one request in flight per lane.
 
-The dispatcher decides *when* to send and what an answer means (with `bridge.delivery`); what
-happens to batches, entries and result topics is the listener's business (`bridge.deliveries`), so
-that one place changes state and writes it to disk.
+The dispatcher decides *when* to send and what an answer means (with `bridge.core.retry`); what
+happens to batches, entries and result topics is the listener's business
+(`bridge.engine.reports`), so that one place changes state and writes it to disk.
 
 The MES is called offline after failures in a row (`Outage`), not after one. While it is, only
 the probe knocks, with a real request (the MES's /health says 200 even with its database down),
@@ -22,9 +22,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
-from .delivery import GiveUp, Outage, RetryPolicy, after_failure
-from .faults import FaultPoint, Faults
-from .mes import (
+from bridge.adapters.store import StoreError
+from bridge.core.outbox import Entry, Outbox
+from bridge.core.retry import GiveUp, Outage, RetryPolicy, after_failure
+from bridge.faults import FaultPoint, Faults
+from bridge.mes import (
     CompleteProcess,
     Completion,
     MesClient,
@@ -35,8 +37,6 @@ from .mes import (
     WipItem,
     WipStatus,
 )
-from .outbox import Entry, Outbox
-from .store import StoreError
 
 _log = logging.getLogger(__name__)
 

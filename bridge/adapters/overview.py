@@ -8,13 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from bridge.adapters.metrics import BridgeMetrics
+from bridge.core.outbox import Entry
+from bridge.engine.dispatcher import MesState
+from bridge.engine.state import State
+from bridge.mes.models import format_utc
 from devices import DeviceConfig, DeviceEvents, DeviceStatus, GaugeError, Reading
-
-from .dispatcher import MesState
-from .mes.models import format_utc
-from .metrics import BridgeMetrics
-from .outbox import Entry
-from .state import State
 
 LISTED = 50  # requests listed of each kind (pending, dead); the counts are always complete
 

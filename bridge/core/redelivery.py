@@ -18,7 +18,7 @@ import hashlib
 import json
 from typing import Any
 
-from .topics import Received
+from bridge.core.topics import Received
 
 Answer = tuple[str, dict[str, Any]]
 
