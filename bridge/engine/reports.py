@@ -48,6 +48,9 @@ class Deliveries:
         self._state = state
         self._clock = clock
         self._slow: set[asyncio.Task[None]] = set()
+        # Entries written already marked as under way (`first_attempt_now`) that their lane has
+        # not taken yet, by seq.
+        self._marked: dict[int, Entry] = {}
         self.dispatcher = Dispatcher(
             mes,
             state.outbox,
@@ -72,13 +75,41 @@ class Deliveries:
         """The entry as stored: the lane's copy may be behind (an announcement made meanwhile)."""
         return self._state.outbox.get(entry.seq) or entry
 
+    def first_attempt_now(self, entry: Entry) -> Entry:
+        """A new entry whose lane will send it at once, as it is to be written: already marked
+        as under way, so that its first attempt needs no commit of its own (one fsync less
+        between a tablet's request and its answer). Marking it before it is sent is only ever
+        too cautious: a bridge that dies before the lane sent it finds it under way, and its
+        next attempt asks the MES's trace first (`bridge.core.retry`) instead of sending
+        blindly. Until its lane takes it, an abort still drops it as unsent (`unsent`)."""
+        marked = entry.model_copy(update={"attempts": 1, "in_flight": True})
+        # Marked entries dropped before their lane took them (an abort, a failed commit).
+        outbox = self._state.outbox
+        self._marked = {seq: e for seq, e in self._marked.items() if outbox.get(seq) is not None}
+        self._marked[marked.seq] = marked
+        return marked
+
+    def unsent(self, batch_uid: str) -> list[Entry]:
+        """This batch's entries marked as under way that their lane has not taken yet: not sent
+        (a lane takes one inside a transaction, which excludes the caller's)."""
+        return [
+            entry
+            for entry in self._marked.values()
+            if entry.batch_uid == batch_uid and self._state.outbox.get(entry.seq) == entry
+        ]
+
     async def attempt_starting(self, entry: Entry) -> Entry | None:
         """The entry, marked as under way on disk; None when it was cancelled meanwhile (its
         batch aborted before the attempt)."""
         async with self._state.transaction() as tx:
             current = self._state.outbox.get(entry.seq)
+            marked = self._marked.pop(entry.seq, None)
             if current is None:
                 return None
+            if current == marked:
+                # Written as under way with the request itself: the disk says so already. An
+                # entry changed since (announced as slow) is marked again below, as any other.
+                return current
             started = current.model_copy(
                 update={
                     "attempts": current.attempts + 1,

@@ -86,7 +86,9 @@ async def engine(
             config, store=store, publish=published, clock=lambda: datetime.now(UTC), faults=faults
         )
         await state.load()
-        deliveries = Deliveries(config, state, mes=mes, clock=lambda: datetime.now(UTC))
+        deliveries = Deliveries(
+            config, state, mes=mes, clock=lambda: datetime.now(UTC), faults=faults
+        )
         dispatcher = asyncio.create_task(deliveries.dispatcher.run())
         try:
             yield Engine(state, Lifecycle(state, deliveries), published)

@@ -1,0 +1,150 @@
+"""How many fsync'd commits a request costs between a tablet's message and its answer, counted
+through the real store (each one is on the path of the answer), and that the commits left out
+lose nothing across a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from bridge.adapters.store import Store, read_directory
+from bridge.config import BridgeConfig
+from bridge.core.topics import Inbound
+from bridge.faults import FaultPoint, Faults
+from bridge.mes import MesClient, MesRequest, Recorded
+from mes_sim import MesSimulator
+
+from .engine import Station, engine
+from .harness import OPERATOR, bridge_config
+
+
+@pytest.fixture
+def config(sim: MesSimulator, tmp_path: Path) -> BridgeConfig:
+    return bridge_config(sim, tmp_path / "data", host="127.0.0.1", port=1)
+
+
+@pytest.fixture
+def commits(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, str | None]]:
+    """Every non-empty commit the store makes, in order (the real commit runs)."""
+    made: list[dict[str, str | None]] = []
+    commit = Store.commit
+
+    async def counted(store: Store, writes: dict[str, str | None]) -> None:
+        if writes:
+            made.append(dict(writes))
+        await commit(store, writes)
+
+    monkeypatch.setattr(Store, "commit", counted)
+    return made
+
+
+def start(wip: str) -> dict[str, object]:
+    return {"wip_id": wip, "process_id": 1, "operator_id": OPERATOR}
+
+
+def starts_of(sim: MesSimulator, wip: str) -> list[dict[str, object]]:
+    return [row for row in sim.ledger()["starts"] if row["wip_id"] == wip]
+
+
+def outbox_rows(writes: dict[str, str | None]) -> list[dict[str, object]]:
+    return [json.loads(v) for k, v in writes.items() if k.startswith("outbox/") and v]
+
+
+async def test_a_start_sent_at_once_is_answered_after_two_commits(
+    config: BridgeConfig, sim: MesSimulator, commits: list[dict[str, str | None]]
+) -> None:
+    # The request (written already marked as under way: no commit of its own for the attempt)
+    # and the outcome. Before, the attempt was a third commit between them.
+    station = Station(config, "1")
+    async with engine(config) as bridge:
+        await bridge.lifecycle.handle([station.message(Inbound.START, start(sim.wip_ids[0]))])
+        await bridge.published.until(lambda: "PROCESS_STARTED" in bridge.published.events())
+        answered = len(commits)
+    assert answered == 2, commits
+    [written] = outbox_rows(commits[0])
+    assert (written["attempts"], written["in_flight"]) == (1, True)
+    assert len(starts_of(sim, sim.wip_ids[0])) == 1
+
+
+async def test_a_request_behind_another_of_its_wip_is_marked_when_its_turn_comes(
+    config: BridgeConfig, sim: MesSimulator, commits: list[dict[str, str | None]]
+) -> None:
+    # A complete queued behind its WIP's start is not sent at once: written unattempted, and
+    # marked in a commit of its own when its lane takes it.
+    wip = sim.wip_ids[0]
+    station = Station(config, "1")
+    arrived = asyncio.Event()
+    held = asyncio.Event()
+
+    async def hold_the_first_lane() -> None:
+        arrived.set()
+        await held.wait()
+
+    faults = Faults()
+    faults.arm(FaultPoint.LANE_START, hold_the_first_lane)
+    async with engine(config, faults=faults) as bridge:
+        await bridge.lifecycle.handle([station.message(Inbound.START, start(wip))])
+        await asyncio.wait_for(arrived.wait(), 15)
+        await bridge.lifecycle.handle([station.message(Inbound.COMPLETE, {"result": "PASS"})])
+        assert [(e.attempts, e.in_flight) for e in bridge.state.outbox.lane(wip)] == [
+            (1, True),
+            (0, False),
+        ]
+        held.set()
+        await bridge.idle()
+    marks = [
+        row
+        for writes in commits
+        for row in outbox_rows(writes)
+        if row["request"]["kind"] == "complete"
+    ]
+    assert [(row["attempts"], row["in_flight"]) for row in marks] == [(0, False), (1, True)]
+
+
+async def test_a_start_its_lane_had_not_sent_when_the_bridge_died_is_asked_of_the_mes_first(
+    config: BridgeConfig, sim: MesSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without the attempt's own commit, the request's commit must already say "under way": a
+    # bridge that dies between it and the send cannot tell whether the MES got the request.
+    wip = sim.wip_ids[0]
+    asked: list[str] = []
+    recorded = MesClient.recorded
+
+    async def spied(mes: MesClient, request: MesRequest) -> Recorded | None:
+        asked.append(request.wip_id)
+        return await recorded(mes, request)
+
+    monkeypatch.setattr(MesClient, "recorded", spied)
+    never = asyncio.Event()
+    faults = Faults()
+    faults.arm(FaultPoint.LANE_START, never.wait)  # the lane never gets to send
+    station = Station(config, "1")
+    async with engine(config, faults=faults) as bridge:
+        await bridge.lifecycle.handle([station.message(Inbound.START, start(wip))])
+        rows = read_directory(config.store_dir)
+    [on_disk] = [json.loads(v) for k, v in rows.items() if k.startswith("outbox/")]
+    assert (on_disk["attempts"], on_disk["in_flight"]) == (1, True)
+    async with engine(config) as bridge:  # after the crash
+        await bridge.published.until(lambda: "PROCESS_STARTED" in bridge.published.events())
+    assert asked == [wip]
+    assert len(starts_of(sim, wip)) == 1
+
+
+async def test_an_abort_in_the_same_group_drops_a_start_marked_but_not_sent(
+    config: BridgeConfig, sim: MesSimulator
+) -> None:
+    wip = sim.wip_ids[0]
+    station = Station(config, "1")
+    async with engine(config) as bridge:
+        group = [
+            station.message(Inbound.START, start(wip)),
+            station.message(Inbound.ABORT, {"reason": "wrong unit scanned"}),
+        ]
+        await bridge.lifecycle.handle(group)
+        await bridge.idle()
+        events = bridge.published.events()
+    assert "BATCH_ABORTED" in events and "PROCESS_STARTED" not in events
+    assert starts_of(sim, wip) == []
