@@ -7,17 +7,18 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from bridge.adapters.store import Store, read_directory
+from bridge.adapters.store import Store, StoreError, read_directory
 from bridge.config import BridgeConfig
 from bridge.core.topics import Inbound
 from bridge.faults import FaultPoint, Faults
 from bridge.mes import MesClient, MesRequest, Recorded
 from mes_sim import MesSimulator
 
-from .engine import Station, engine
+from .engine import Published, Station, engine
 from .harness import OPERATOR, bridge_config
 
 
@@ -26,19 +27,42 @@ def config(sim: MesSimulator, tmp_path: Path) -> BridgeConfig:
     return bridge_config(sim, tmp_path / "data", host="127.0.0.1", port=1)
 
 
+class Commits:
+    """Every non-empty commit the store makes, in order, and how many have ended (the real
+    commit runs)."""
+
+    def __init__(self) -> None:
+        self.made: list[dict[str, str | None]] = []
+        self.ended = 0
+
+
 @pytest.fixture
-def commits(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, str | None]]:
-    """Every non-empty commit the store makes, in order (the real commit runs)."""
-    made: list[dict[str, str | None]] = []
+def commits(monkeypatch: pytest.MonkeyPatch) -> Commits:
+    seen = Commits()
     commit = Store.commit
 
     async def counted(store: Store, writes: dict[str, str | None]) -> None:
         if writes:
-            made.append(dict(writes))
+            seen.made.append(dict(writes))
         await commit(store, writes)
+        if writes:
+            seen.ended += 1
 
     monkeypatch.setattr(Store, "commit", counted)
-    return made
+    return seen
+
+
+class Answers(Published):
+    """What was published, and how many commits had ended when each outcome went out."""
+
+    def __init__(self, commits: Commits) -> None:
+        super().__init__()
+        self.commits = commits
+        self.ended_at: list[tuple[str, int]] = []
+
+    def __call__(self, topic: str, payload: dict[str, Any], *, retain: bool = False) -> None:
+        self.ended_at.append((payload.get("event", ""), self.commits.ended))
+        super().__call__(topic, payload, retain=retain)
 
 
 def start(wip: str) -> dict[str, object]:
@@ -53,24 +77,57 @@ def outbox_rows(writes: dict[str, str | None]) -> list[dict[str, object]]:
     return [json.loads(v) for k, v in writes.items() if k.startswith("outbox/") and v]
 
 
-async def test_a_start_sent_at_once_is_answered_after_two_commits(
-    config: BridgeConfig, sim: MesSimulator, commits: list[dict[str, str | None]]
+async def test_a_start_sent_at_once_is_answered_after_one_commit(
+    config: BridgeConfig, sim: MesSimulator, commits: Commits
 ) -> None:
-    # The request (written already marked as under way: no commit of its own for the attempt)
-    # and the outcome. Before, the attempt was a third commit between them.
+    # The request's commit, written already marked as under way (before, the attempt was a
+    # commit of its own), and then the MES: the answer goes out as the outcome's commit begins
+    # (before, after its fsync). Two commits in all.
+    answers = Answers(commits)
     station = Station(config, "1")
-    async with engine(config) as bridge:
+    async with engine(config, published=answers) as bridge:
         await bridge.lifecycle.handle([station.message(Inbound.START, start(sim.wip_ids[0]))])
-        await bridge.published.until(lambda: "PROCESS_STARTED" in bridge.published.events())
-        answered = len(commits)
-    assert answered == 2, commits
-    [written] = outbox_rows(commits[0])
+        await answers.until(lambda: "PROCESS_STARTED" in answers.events())
+        await bridge.idle()
+    assert [ended for event, ended in answers.ended_at if event == "PROCESS_STARTED"] == [1]
+    assert len(commits.made) == 2, commits.made
+    [written] = outbox_rows(commits.made[0])
     assert (written["attempts"], written["in_flight"]) == (1, True)
     assert len(starts_of(sim, sim.wip_ids[0])) == 1
 
 
+async def test_an_answer_sent_before_its_commit_failed_is_sent_again_and_recorded_once(
+    config: BridgeConfig, sim: MesSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The outcome's commit fails after the tablet was told: the request stays on disk as under
+    # way, the next attempt finds it in the MES's trace, and the tablet hears the same story
+    # again, not another one.
+    wip = sim.wip_ids[0]
+    commit = Store.commit
+    calls = 0
+
+    async def second_fails(store: Store, writes: dict[str, str | None]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise StoreError("disk full")
+        await commit(store, writes)
+
+    monkeypatch.setattr(Store, "commit", second_fails)
+    station = Station(config, "1")
+    async with engine(config) as bridge:
+        await bridge.lifecycle.handle([station.message(Inbound.START, start(wip))])
+        await bridge.published.until(
+            lambda: bridge.published.events().count("PROCESS_STARTED") == 2
+        )
+        await bridge.idle()
+        events = bridge.published.events("/result/started")
+    assert events == ["PROCESS_STARTED", "PROCESS_STARTED"]
+    assert len(starts_of(sim, wip)) == 1
+
+
 async def test_a_request_behind_another_of_its_wip_is_marked_when_its_turn_comes(
-    config: BridgeConfig, sim: MesSimulator, commits: list[dict[str, str | None]]
+    config: BridgeConfig, sim: MesSimulator, commits: Commits
 ) -> None:
     # A complete queued behind its WIP's start is not sent at once: written unattempted, and
     # marked in a commit of its own when its lane takes it.
@@ -97,7 +154,7 @@ async def test_a_request_behind_another_of_its_wip_is_marked_when_its_turn_comes
         await bridge.idle()
     marks = [
         row
-        for writes in commits
+        for writes in commits.made
         for row in outbox_rows(writes)
         if row["request"]["kind"] == "complete"
     ]
