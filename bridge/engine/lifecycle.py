@@ -168,7 +168,7 @@ class Lifecycle:
                     # error per reading would flood the tablet at the gauge's rate.
                     if within_bounds(candidate, station, bounds=self._config.batches) is None:
                         updated = candidate
-                        tx.stage(Change(measured=[(updated, list(values))]))
+                        tx.stage(Change(readings=[(updated, list(values))]))
                         tx.status_soon(station_id)
         except StoreError as error:
             _log.error("reading not saved: %s", error)
@@ -222,7 +222,10 @@ class Lifecycle:
         if refused is not None:
             tx.error(station.id, refused, **batch_ids(batch))
             return
-        tx.stage(Change(measured=[(updated, list(values))]))
+        if updated.defects == batch.defects:
+            tx.stage(Change(readings=[(updated, list(values))]))
+        else:
+            tx.stage(Change(measured=[(updated, list(values))]))
         tx.status_soon(station.id)
 
     def _complete(self, tx: Transaction, station: StationConfig, message: BatchComplete) -> None:

@@ -205,3 +205,24 @@ async def test_an_abort_in_the_same_group_drops_a_start_marked_but_not_sent(
         events = bridge.published.events()
     assert "BATCH_ABORTED" in events and "PROCESS_STARTED" not in events
     assert starts_of(sim, wip) == []
+
+
+async def test_a_reading_writes_its_own_row_and_the_header_only_when_a_defect_is_new(
+    config: BridgeConfig, sim: MesSimulator, commits: Commits
+) -> None:
+    wip = sim.wip_ids[0]
+    station = Station(config, "1")
+    async with engine(config) as bridge:
+        await bridge.lifecycle.handle([station.message(Inbound.START, start(wip))])
+        await bridge.idle()
+        reading = {"name": "torque", "value": 1.5}
+        await bridge.lifecycle.handle([station.message(Inbound.MEASUREMENT, reading)])
+        plain = commits.made[-1]
+        flawed = {"name": "gap", "value": 0.2, "defects": ["SCRATCH"]}
+        await bridge.lifecycle.handle([station.message(Inbound.MEASUREMENT, flawed)])
+        with_defect = commits.made[-1]
+    assert sorted(key.split("/")[0] for key in plain) == ["inbox", "measurement"]
+    assert sorted(key.split("/")[0] for key in with_defect) == ["batch", "inbox", "measurement"]
+    async with engine(config) as bridge:  # what the disk holds
+        [batch] = bridge.state.batches.values()
+    assert set(batch.measurements) == {"torque", "gap"} and batch.defects == ["SCRATCH"]
