@@ -14,6 +14,7 @@ from bridge.mes.models import (
     WipStatus,
     WipTrace,
 )
+from bridge.mes.settings import MesSettings
 
 __all__ = [
     "CompleteProcess",
@@ -23,6 +24,7 @@ __all__ = [
     "MesError",
     "MesErrorCode",
     "MesRequest",
+    "MesSettings",
     "Recorded",
     "Serial",
     "StartProcess",
