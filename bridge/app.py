@@ -7,7 +7,7 @@ serial gauges ─► GaugeReader ─► GaugeEvents ─► Lifecycle.measured (a
                                                          ▼
                    Dispatcher, one lane per WIP ─► MesClient ─► MES
                                                          ▼
-                   Deliveries ─► State ─► result topics and status (MqttLink.publish)
+                   DeliveryReports ─► State ─► result topics and status (MqttLink.publish)
 
 Around it: MesWatch keeps the status's MES state true while idle; BridgeMetrics counts at the
 edges (handler, publish, MES client hooks, store, gauges); the HTTP endpoint (`http.listen`)
@@ -39,7 +39,7 @@ from bridge.config import BridgeConfig, MqttConfig
 from bridge.core.topics import Topics
 from bridge.engine.lifecycle import Lifecycle
 from bridge.engine.mes_watch import MesWatch
-from bridge.engine.reports import Deliveries
+from bridge.engine.reports import DeliveryReports
 from bridge.engine.state import State
 from bridge.faults import Faults
 from bridge.mes import MesClient
@@ -117,7 +117,7 @@ async def run_bridge(
             try:
                 await state.load()
                 metrics.watch_state(state)
-                deliveries = Deliveries(config, state, mes=mes, clock=utc_now, faults=faults)
+                deliveries = DeliveryReports(config, state, mes=mes, clock=utc_now, faults=faults)
                 watch.follow(lambda: deliveries.offline)
                 lifecycle = Lifecycle(state, deliveries)
                 topics = Topics(mqtt.topic_prefix)

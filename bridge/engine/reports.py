@@ -32,7 +32,7 @@ from bridge.mes import (
 )
 
 
-class Deliveries:
+class DeliveryReports:
     """The dispatcher's listener: every report changes the state on disk first."""
 
     def __init__(
