@@ -73,7 +73,7 @@ def starts_of(sim: MesSimulator, wip: str) -> list[dict[str, object]]:
     return [row for row in sim.ledger()["starts"] if row["wip_id"] == wip]
 
 
-def outbox_rows(writes: dict[str, str | None]) -> list[dict[str, object]]:
+def outbox_rows(writes: dict[str, str | None]) -> list[dict[str, Any]]:
     return [json.loads(v) for k, v in writes.items() if k.startswith("outbox/") and v]
 
 
@@ -176,8 +176,12 @@ async def test_a_start_its_lane_had_not_sent_when_the_bridge_died_is_asked_of_th
 
     monkeypatch.setattr(MesClient, "recorded", spied)
     never = asyncio.Event()
+
+    async def hang() -> None:
+        await never.wait()
+
     faults = Faults()
-    faults.arm(FaultPoint.LANE_START, never.wait)  # the lane never gets to send
+    faults.arm(FaultPoint.LANE_START, hang)  # the lane never gets to send
     station = Station(config, "1")
     async with engine(config, faults=faults) as bridge:
         await bridge.lifecycle.handle([station.message(Inbound.START, start(wip))])
