@@ -1,5 +1,6 @@
 """The bridge's state — the stations' active batches and the outbox — and the one way it changes:
-a `Transaction`, to disk first, then to memory, then out on the result topics.
+a `Transaction`, to disk first, then to memory, then out on the result topics (but for an
+outcome the MES already holds, `Transaction.result_early`, which need not wait for the fsync).
 
 Everything that changes the state (inbound messages, gauge readings, the dispatcher's delivery
 reports) does so inside `State.transaction()`, one at a time, so that a decision always sees the
