@@ -89,8 +89,8 @@ class Transaction:
         """An outcome whose truth does not depend on this commit (the MES already holds the
         request it reports): published as soon as the commit begins, not after its fsync. If
         the commit then fails, or the bridge dies before it ends, the request is still on disk
-        as under way: its next attempt finds it in the MES's trace and the tablet hears the
-        same outcome again (as QoS 1 may repeat any message), never a different one."""
+        as under way: its next attempt finds it in the MES's trace, and the tablet hears of it
+        again (as QoS 1 may repeat any message), but never of a second record or of a refusal."""
         state = self._state
         topic = state.topics.result(station_id, TOPIC[event])
         payload = state.outcome(event, station_id, fields)

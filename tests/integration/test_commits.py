@@ -100,8 +100,8 @@ async def test_an_answer_sent_before_its_commit_failed_is_sent_again_and_recorde
     config: BridgeConfig, sim: MesSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The outcome's commit fails after the tablet was told: the request stays on disk as under
-    # way, the next attempt finds it in the MES's trace, and the tablet hears the same story
-    # again, not another one.
+    # way, the next attempt finds it in the MES's trace, and the tablet hears the same answer
+    # again: one record, no refusal.
     wip = sim.wip_ids[0]
     commit = Store.commit
     calls = 0
