@@ -18,8 +18,9 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel, ConfigDict
 
 from bridge.core.batches import Batch
+from bridge.core.domain import UtcDatetime
 from bridge.core.limits import Measured
-from bridge.mes.models import MesRequest, UtcDatetime
+from bridge.mes.models import MesRequest
 
 
 class Entry(BaseModel):

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from bridge.adapters.tls import certificate_problem, client_context
 from bridge.config import MesConfig
+from bridge.core.domain import Result, format_utc
 from bridge.faults import FaultPoint, Faults
 from bridge.mes.auth import TokenSource
 from bridge.mes.errors import MesError, MesErrorCode, classify_response, classify_transport
@@ -29,13 +30,11 @@ from bridge.mes.models import (
     MesRequest,
     Process,
     Recorded,
-    Result,
     Serial,
     StartProcess,
     WipItem,
     WipStatus,
     WipTrace,
-    format_utc,
 )
 from bridge.mes.pacing import Pacer, SendLog
 from bridge.mes.recent import RecentMap

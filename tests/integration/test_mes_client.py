@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 
 from bridge.config import MesConfig
+from bridge.core.domain import Result
 from bridge.mes import (
     CompleteProcess,
     ConvertToSerial,
     MesClient,
     MesError,
     MesErrorCode,
-    Result,
     StartProcess,
     WipStatus,
 )

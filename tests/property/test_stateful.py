@@ -30,13 +30,14 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from bridge.adapters.store import Store, read_directory
 from bridge.config import BridgeConfig
+from bridge.core.domain import Result
 from bridge.core.outbox import Entry, load_state
 from bridge.core.topics import Inbound, Received, Topics
 from bridge.engine.lifecycle import Lifecycle
 from bridge.engine.reports import Deliveries
 from bridge.engine.state import State
 from bridge.faults import FaultPoint, Faults
-from bridge.mes import CompleteProcess, MesClient, Result, StartProcess
+from bridge.mes import CompleteProcess, MesClient, StartProcess
 
 from .mes_in_process import ANSWERS, Answer, InProcessMes, Killed
 

@@ -11,7 +11,8 @@ import pytest
 import respx
 
 from bridge.config import MesConfig
-from bridge.mes import CompleteProcess, MesClient, MesError, MesErrorCode, Result, StartProcess
+from bridge.core.domain import Result
+from bridge.mes import CompleteProcess, MesClient, MesError, MesErrorCode, StartProcess
 
 URL = "http://mes.test"
 LOGIN = {"access_token": "t1", "refresh_token": "r1", "token_type": "bearer", "expires_in": 1800}
