@@ -18,6 +18,7 @@ from bridge.core.batches import (
     request_bytes,
     select_batch,
     station_time,
+    too_large_to_send,
     within_bounds,
 )
 from bridge.core.domain import Result
@@ -588,3 +589,32 @@ def test_a_batch_equals_its_copy_from_disk_whatever_it_has_counted() -> None:
     loaded = Batch.model_validate(running.model_dump())
     assert loaded == running and running == loaded
     assert record(loaded, measured({"b": 2})) != running
+
+
+# -- too_large_to_send -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "refused"),
+    [({"a": 1}, False), ({"a": "x" * 1500}, False), ({"a": "x" * 2100}, True)],
+    ids=["small", "under-the-bound", "over-the-bound"],
+)
+def test_too_large_to_send(values: dict[str, Any], refused: bool) -> None:
+    # A 완공 queued before the bound existed: nothing bounded it when it was made.
+    request = CompleteProcess(
+        wip_id="WIP-1",
+        process=2,
+        operator_id=7,
+        result=Result.PASS,
+        started_at=T0,
+        completed_at=NOW,
+        measurements=values,
+    )
+    problem = too_large_to_send(request, bounds=BOUNDS)
+    if not refused:
+        assert problem is None
+        return
+    assert isinstance(problem, Problem) and problem.code is ProblemCode.TOO_LARGE_TO_SEND
+    assert problem.detail == (
+        f"the request is {request_bytes(request)} bytes; batches.max_request_bytes is 2048"
+    )
