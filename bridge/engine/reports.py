@@ -36,7 +36,7 @@ from bridge.mes import (
 _log = logging.getLogger(__name__)
 
 
-class Deliveries:
+class DeliveryReports:
     """The dispatcher's listener: every report changes the state on disk first."""
 
     def __init__(
