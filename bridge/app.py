@@ -25,9 +25,8 @@ import signal
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-from bridge.adapters import http_endpoint
-from bridge.adapters.broker import EmbeddedBroker, EmbeddedBrokerError, is_loopback
 from bridge.adapters.gauges import GaugeEvents
+from bridge.adapters.listening import EmbeddedBrokerError, HttpEndpointError, is_loopback
 from bridge.adapters.metrics import BridgeMetrics, MeteredStore
 from bridge.adapters.mqtt import MqttLink
 from bridge.adapters.notify import Notifier, notify_settings
@@ -59,6 +58,9 @@ async def _broker(config: MqttConfig) -> AsyncIterator[MqttConfig]:
     if not config.embedded:
         yield config
         return
+    # Imported only here: amqtt is megabytes of memory that a bridge using Mosquitto never needs.
+    from bridge.adapters.broker import EmbeddedBroker
+
     # Bound to a loopback address (the default) only this box can connect; bound to a LAN
     # address or 0.0.0.0, the stations and tablets on it are meant to.
     remote = not is_loopback(config.host)
@@ -189,6 +191,9 @@ async def _endpoint(
     if address is None:
         yield
         return
+    # Imported only here: aiohttp is megabytes of memory that a bridge without it never needs.
+    from bridge.adapters import http_endpoint
+
     async with http_endpoint.serving(
         http_endpoint.endpoint_app(overview, metrics), host=address[0], port=address[1]
     ):
@@ -230,7 +235,7 @@ def main(config: BridgeConfig) -> int:
 
     try:
         asyncio.run(supervised())
-    except (StoreError, EmbeddedBrokerError, http_endpoint.HttpEndpointError) as error:
+    except (StoreError, EmbeddedBrokerError, HttpEndpointError) as error:
         _log.error("cannot run: %s", error)
         return 2
     _log.info("stopped")
