@@ -130,6 +130,7 @@ class _Indexed(NamedTuple):
     batch_uid: str | None
     dead: bool
     attempts: int
+    in_flight: bool
 
 
 class Outbox:
@@ -186,7 +187,12 @@ class Outbox:
         if entry is not None:
             self._texts[seq] = entry.model_dump_json().encode()
             indexed = _Indexed(
-                entry.wip_id, entry.station_id, entry.batch_uid, entry.dead, entry.attempts
+                entry.wip_id,
+                entry.station_id,
+                entry.batch_uid,
+                entry.dead,
+                entry.attempts,
+                entry.in_flight,
             )
             self._indexed[seq] = indexed
             self._index(seq, indexed)
@@ -271,6 +277,11 @@ class Outbox:
 
     def waiting_wips(self) -> set[str]:
         return set(self._lanes)
+
+    def under_way(self) -> set[str]:
+        """WIPs whose head is marked as being attempted (after a restart: the MES may still be at
+        it). Read from the index: no entry is parsed."""
+        return {wip for wip, seqs in self._lanes.items() if self._indexed[seqs[0]].in_flight}
 
     def stalled(self, wip_id: str) -> bool:
         """Whether this WIP's queue already failed an attempt (so a new entry waits behind it)."""
