@@ -9,6 +9,7 @@ for each other.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -250,11 +251,14 @@ class Outbox:
         self._remember(entry)
         return entry
 
-    def pending(self) -> list[Entry]:
-        return [self._entry(seq) for seq in sorted(self._texts) if seq not in self._dead_seqs]
+    def pending(self, limit: int | None = None) -> list[Entry]:
+        """The pending entries in order (the oldest `limit` of them): only those are parsed."""
+        seqs = (seq for seq in sorted(self._texts) if seq not in self._dead_seqs)
+        return [self._entry(seq) for seq in itertools.islice(seqs, limit)]
 
-    def dead(self) -> list[Entry]:
-        return [self._entry(seq) for seq in sorted(self._dead_seqs)]
+    def dead(self, limit: int | None = None) -> list[Entry]:
+        """The dead letters in order (the oldest `limit` of them): only those are parsed."""
+        return [self._entry(seq) for seq in itertools.islice(sorted(self._dead_seqs), limit)]
 
     def pending_count(self, station_id: str | None = None) -> int:
         if station_id is None:
@@ -265,6 +269,10 @@ class Outbox:
         if station_id is None:
             return len(self._dead_seqs)
         return self._dead[station_id]
+
+    def stations(self) -> set[str]:
+        """The stations that have pending entries or dead letters."""
+        return {*self._pending, *self._dead}
 
     def head(self, wip_id: str) -> Entry | None:
         """The next entry of this WIP to deliver: nothing after it may go before it does."""
