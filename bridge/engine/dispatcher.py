@@ -147,6 +147,16 @@ class Dispatcher:
         """WIPs being delivered now, a task each (those waiting for a time or the MES have none)."""
         return len(self._lanes)
 
+    @property
+    def timed_lanes(self) -> int:
+        """WIPs waiting for their next attempt's time, without a task."""
+        return len(self._due)
+
+    @property
+    def held_lanes(self) -> int:
+        """WIPs waiting for the MES to answer again, without a task."""
+        return len(self._held)
+
     def wake(self, wip_id: str) -> None:
         """A new entry for this WIP: make sure a lane delivers it, unless the WIP already waits
         (the new entry goes behind the head it waits with)."""
