@@ -78,19 +78,31 @@ def patch(owner: object, name: str, replacement: object) -> None:
 
 
 def instrument() -> None:
-    lifecycle, store = bridge.lifecycle.Lifecycle, bridge.store.Store
+    lifecycle, store = bridge.engine.lifecycle.Lifecycle, bridge.adapters.store.Store
     # lifecycle.py imported these functions by name: replace its references.
-    patch(bridge.lifecycle, "parse_payload", timed(STEPS["parse"], bridge.messages.parse_payload))
-    patch(bridge.lifecycle, "select_batch", timed(STEPS["select"], bridge.station.select_batch))
-    patch(bridge.lifecycle, "record", timed(STEPS["record"], bridge.station.record))
-    patch(bridge.outbox.Change, "writes", timed(STEPS["writes"], bridge.outbox.Change.writes))
+    patch(
+        bridge.engine.lifecycle,
+        "parse_payload",
+        timed(STEPS["parse"], bridge.core.payloads.parse_payload),
+    )
+    patch(
+        bridge.engine.lifecycle,
+        "select_batch",
+        timed(STEPS["select"], bridge.core.batches.select_batch),
+    )
+    patch(bridge.engine.lifecycle, "record", timed(STEPS["record"], bridge.core.batches.record))
+    patch(
+        bridge.core.outbox.Change,
+        "writes",
+        timed(STEPS["writes"], bridge.core.outbox.Change.writes),
+    )
     patch(store, "commit", timed_async(STEPS["commit"], store.commit))
     patch(lifecycle, "handle", timed_async(STEPS["handle"], lifecycle.handle))
-    state = bridge.state.State
+    state = bridge.engine.state.State
     patch(state, "_flush_status", timed(STEPS["status"], state._flush_status))
     run = store._run
 
-    async def run_timed(self: bridge.store.Store, work: Callable[[], Any]) -> Any:
+    async def run_timed(self: bridge.adapters.store.Store, work: Callable[[], Any]) -> Any:
         return await run(self, timed(STEPS["thread"], work))
 
     patch(store, "_run", run_timed)

@@ -4,7 +4,7 @@ the MES's ledger is held against what the stations sent.
     .venv/bin/python bench/chaos.py [--wips N] [--kills K] [--aimed A] [--seed S] ...
 
 Real parts only: a Mosquitto of its own (persistence on, on a free loopback port, restarted
-twice), the bridge as its own OS process (`python -m bridge.cli run`, SIGKILLed K times, A of them
+twice), the bridge as its own OS process (`python -m bridge run`, SIGKILLed K times, A of them
 by itself at the commit-to-ack seam via STATION_BRIDGE_FAULTS), and the MES simulator in this
 process (outages, lost answers, 5xx bursts, its 100 requests/minute limit). Stations keep
 publishing while the bridge is dead: their messages wait in the bridge's persistent session.
@@ -308,7 +308,7 @@ class Mosquitto:
 
 
 class Bridge:
-    """`python -m bridge.cli run` as its own process, so that it can really be SIGKILLed."""
+    """`python -m bridge run` as its own process, so that it can really be SIGKILLed."""
 
     def __init__(self, config_file: Path, log_file: Path) -> None:
         self._config_file = config_file
@@ -326,7 +326,7 @@ class Bridge:
             self._process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "bridge.commands.cli",
+                "bridge",
                 "run",
                 "--config",
                 str(self._config_file),

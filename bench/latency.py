@@ -44,8 +44,9 @@ from ingest import OPERATOR, machine, running
 from bridge.adapters.broker import find_free_port
 from bridge.adapters.store import Store
 from bridge.config import BridgeConfig
+from bridge.core.domain import Result
 from bridge.core.topics import Inbound, ResultKind, Topics
-from bridge.mes import CompleteProcess, MesClient, Result, StartProcess
+from bridge.mes import CompleteProcess, MesClient, StartProcess
 from mes_sim import MesSimulator
 
 LATENCY_CONF = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto-latency.conf"

@@ -39,9 +39,10 @@ from pathlib import Path
 import aiomqtt
 import ingest
 
-from bridge.config import BridgeConfig, MesConfig
+from bridge.config import BridgeConfig
 from bridge.core.topics import Inbound, Topics
 from bridge.mes import MesClient
+from bridge.mes.settings import MesSettings
 from mes_sim import MesSimulator
 
 ROUTE = "GET /api/v1/processes/active"
@@ -50,8 +51,8 @@ RECOVERY_PROBE_S = 30.0
 STATIONS = ("1", "2", "3", "4")
 
 
-def mes_config(url: str, limit: int, window_s: float) -> MesConfig:
-    return MesConfig.model_validate(
+def mes_config(url: str, limit: int, window_s: float) -> MesSettings:
+    return MesSettings.model_validate(
         {"url": url, "rate_limit": limit, "rate_window_s": window_s, "timeout_s": 10}
     )
 

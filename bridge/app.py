@@ -1,13 +1,13 @@
 """`station-bridge run`: the whole bridge, wired in one place.
 
-stations, tablets ─MQTT─► MqttLink ─► Lifecycle.handle ──┐
-serial gauges ─► GaugeReader ─► GaugeEvents ─► Lifecycle.measured (and measurement/live)
+stations, tablets ─MQTT─► adapters.MqttLink ─► engine.Lifecycle.handle ─┐   core decides:
+serial gauges ─► devices.GaugeReader ─► engine.GaugeEvents ─► Lifecycle.measured   payloads,
+                                                         ▼                 batches, limits
+         engine.State: batches + outbox (core) ─► adapters.Store (disk), then the MQTT acks
                                                          ▼
-                   State: batches + outbox ─► Store (disk), then the MQTT acks
+         engine.Dispatcher, one lane per WIP (core.retry) ─► mes.MesClient ─► MES
                                                          ▼
-                   Dispatcher, one lane per WIP ─► MesClient ─► MES
-                                                         ▼
-                   Deliveries ─► State ─► result topics and status (MqttLink.publish)
+         engine.DeliveryReports ─► State ─► result topics and status (MqttLink.publish)
 
 Around it: MesWatch keeps the status's MES state true while idle; BridgeMetrics counts at the
 edges (handler, publish, MES client hooks, store, gauges); the HTTP endpoint (`http.listen`)
@@ -25,24 +25,24 @@ import signal
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-from bridge.adapters.gauges import GaugeEvents
 from bridge.adapters.listening import EmbeddedBrokerError, HttpEndpointError, is_loopback
-from bridge.adapters.metrics import BridgeMetrics, MeteredStore
 from bridge.adapters.mqtt import MqttLink
 from bridge.adapters.notify import Notifier, notify_settings
-from bridge.adapters.overview import DeviceBoard, Overview
 from bridge.adapters.store import StoreError
 from bridge.commands import live_admin
 from bridge.commands.live_admin import LiveAdmin
 from bridge.config import BridgeConfig, MqttConfig
 from bridge.core.topics import Topics
+from bridge.engine.gauges import GaugeEvents
 from bridge.engine.lifecycle import Lifecycle
 from bridge.engine.mes_watch import MesWatch
-from bridge.engine.reports import Deliveries
+from bridge.engine.reports import DeliveryReports
 from bridge.engine.state import State
 from bridge.faults import Faults
 from bridge.mes import MesClient
 from bridge.version import bridge_version
+from bridge.web.metrics import BridgeMetrics, MeteredStore
+from bridge.web.overview import DeviceBoard, Overview
 from devices import GaugeReader
 
 _log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ async def run_bridge(
             try:
                 await state.load()
                 metrics.watch_state(state)
-                deliveries = Deliveries(config, state, mes=mes, clock=utc_now, faults=faults)
+                deliveries = DeliveryReports(config, state, mes=mes, clock=utc_now, faults=faults)
                 watch.follow(lambda: deliveries.offline)
                 lifecycle = Lifecycle(state, deliveries)
                 topics = Topics(mqtt.topic_prefix)
@@ -192,10 +192,10 @@ async def _endpoint(
         yield
         return
     # Imported only here: aiohttp is megabytes of memory that a bridge without it never needs.
-    from bridge.adapters import http_endpoint
+    from bridge.web import endpoint
 
-    async with http_endpoint.serving(
-        http_endpoint.endpoint_app(overview, metrics), host=address[0], port=address[1]
+    async with endpoint.serving(
+        endpoint.endpoint_app(overview, metrics), host=address[0], port=address[1]
     ):
         yield
 

@@ -1,8 +1,8 @@
 """What the bridge's own servers share without their libraries: whether an address is loopback,
 and why a server could not start. Kept apart from `bridge.adapters.broker` (amqtt) and
-`bridge.adapters.http_endpoint` (aiohttp), which `bridge.app` imports only when the config asks
-for an embedded broker or an HTTP endpoint: a bridge that runs neither loads neither library
-(about 12 MB of its resident memory, bench/README.md)."""
+`bridge.web.endpoint` (aiohttp's web server), which `bridge.app` imports only when the config
+asks for an embedded broker or an HTTP endpoint: a bridge on Mosquitto does not load amqtt and
+its dependencies (about 2.5 MB resident, bench/README.md)."""
 
 from __future__ import annotations
 

@@ -399,7 +399,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     return result
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TextIO
 
-from bridge.config import MesConfig
 from bridge.mes import MesClient, MesError
+from bridge.mes.settings import MesSettings
 
 
-def _auth_summary(config: MesConfig) -> str:
+def _auth_summary(config: MesSettings) -> str:
     if config.username is not None:
         source = "from file" if config.password_file else "from config"
         return f"service account {config.username} (password {source})"
@@ -20,7 +20,7 @@ def _auth_summary(config: MesConfig) -> str:
     return "no credentials"
 
 
-async def check_mes(config: MesConfig, *, wip_id: str | None, out: TextIO) -> int:
+async def check_mes(config: MesSettings, *, wip_id: str | None, out: TextIO) -> int:
     print(f"MES {config.url}  {_auth_summary(config)}", file=out)
     failures = 0
 

@@ -14,10 +14,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from bridge.config import BatchesConfig, StationConfig
+from bridge.core.domain import Result, UtcDatetime, format_utc
 from bridge.core.limits import Measured, decide, unique
 from bridge.core.payloads import BatchComplete, BatchStart
 from bridge.core.problems import Problem, ProblemCode
-from bridge.mes.models import CompleteProcess, Result, UtcDatetime, format_utc
+from bridge.mes.models import CompleteProcess
 
 
 class Batch(BaseModel):

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, JsonValue
 
 from bridge.config import Limit
-from bridge.mes.models import Result
+from bridge.core.domain import Result
 
 
 class Measured(BaseModel):

@@ -21,15 +21,9 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel, ConfigDict
 
 from bridge.core.batches import Batch
+from bridge.core.domain import Result, UtcDatetime
 from bridge.core.limits import Measured
-from bridge.mes.models import (
-    CompleteProcess,
-    ConvertToSerial,
-    MesRequest,
-    Result,
-    StartProcess,
-    UtcDatetime,
-)
+from bridge.mes.models import CompleteProcess, ConvertToSerial, MesRequest, StartProcess
 
 
 class Entry(BaseModel):

@@ -6,8 +6,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from bridge.core.domain import format_utc
 from bridge.core.topics import ResultKind
-from bridge.mes.models import format_utc
 
 
 class Event(StrEnum):

@@ -25,10 +25,10 @@ from pydantic import (
     model_validator,
 )
 
+from bridge.core.domain import ProcessNumber, Result, UserId, WipString
 from bridge.core.limits import Measured
 from bridge.core.problems import Problem, ProblemCode
 from bridge.core.topics import Inbound
-from bridge.mes.models import ProcessNumber, Result, UserId, WipString
 
 # Nesting deeper than this is refused before validation: a measurement value is data, not a tree,
 # and a deep one would cost recursion in every later step (validation, the store, the MES client).

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bridge.core.outbox import Entry
-from bridge.mes import MesError
+from bridge.mes.errors import MesError, MesErrorCode
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,10 @@ def after_failure(
     if error.unsettled:
         delay = max(delay, settle_s)
     return Retry(at=now + timedelta(seconds=delay))
+
+
+# Failures that say nothing answered (or could not): evidence of an outage, not a refusal.
+OFFLINE_CODES = {MesErrorCode.NETWORK, MesErrorCode.TIMEOUT, MesErrorCode.SERVER}
 
 
 @dataclass

@@ -24,12 +24,12 @@ import logging
 import random
 from collections.abc import Callable
 from datetime import datetime
-from enum import StrEnum
 from typing import NamedTuple, Protocol
 
 from bridge.adapters.store import StoreError
+from bridge.core.domain import MesState
 from bridge.core.outbox import Entry, Outbox
-from bridge.core.retry import GiveUp, Outage, RetryPolicy, after_failure
+from bridge.core.retry import OFFLINE_CODES, GiveUp, Outage, RetryPolicy, after_failure
 from bridge.faults import FaultPoint, Faults
 from bridge.mes import (
     CompleteProcess,
@@ -47,22 +47,12 @@ _log = logging.getLogger(__name__)
 
 Answer = WipItem | Completion | Serial | None
 
-# Failures that say nothing answered (or could not): evidence of an outage, not a refusal.
-OFFLINE_CODES = {MesErrorCode.NETWORK, MesErrorCode.TIMEOUT, MesErrorCode.SERVER}
 # How often /health is asked while the MES does not even answer that (free of its rate limit).
 _KNOCK_EVERY_S = 0.5
 # At start, the heads of this many waiting WIPs are read between two turns of the event loop.
 _SCHEDULED_PER_STEP = 256
 # Stale items the timer heap may hold beyond twice the timed WIPs before it is rebuilt.
 _STALE_TIMERS_KEPT = 64
-
-
-class MesState(StrEnum):
-    UNKNOWN = "unknown"
-    ONLINE = "online"
-    OFFLINE = "offline"
-    AUTH_FAILED = "auth_failed"
-    TLS_FAILED = "tls_failed"
 
 
 class DeliveryListener(Protocol):

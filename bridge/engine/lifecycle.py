@@ -38,7 +38,7 @@ from bridge.core.payloads import (
 from bridge.core.permissions import UnknownStations, may_convert, shown_id
 from bridge.core.problems import Problem, ProblemCode
 from bridge.core.topics import Inbound, Received, Topics
-from bridge.engine.reports import Deliveries
+from bridge.engine.reports import DeliveryReports
 from bridge.engine.state import State, Transaction, batch_ids, entry_ids
 from bridge.mes import CompleteProcess, ConvertToSerial, StartProcess
 
@@ -49,7 +49,7 @@ class Lifecycle:
     def __init__(
         self,
         state: State,
-        deliveries: Deliveries,
+        deliveries: DeliveryReports,
         *,
         new_batch_id: Callable[[], str] = lambda: uuid.uuid4().hex[:12],
         new_uid: Callable[[], str] = lambda: uuid.uuid4().hex,

@@ -18,7 +18,8 @@ from datetime import datetime
 
 import httpx
 
-from bridge.engine.dispatcher import OFFLINE_CODES, MesState
+from bridge.core.domain import MesState
+from bridge.core.retry import OFFLINE_CODES
 from bridge.engine.state import State
 from bridge.mes import MesClient, MesError, MesErrorCode
 

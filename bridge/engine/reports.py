@@ -12,11 +12,12 @@ from datetime import datetime
 from typing import Any
 
 from bridge.config import BridgeConfig
+from bridge.core.domain import MesState, Result
 from bridge.core.outbox import Change, Entry, new_entry
 from bridge.core.outcomes import LIVE_EVENT, OFFLINE_EVENT, Event
 from bridge.core.problems import Problem, ProblemCode
 from bridge.core.retry import RetryPolicy
-from bridge.engine.dispatcher import Answer, Dispatcher, MesState
+from bridge.engine.dispatcher import Answer, Dispatcher
 from bridge.engine.state import State, Transaction, entry_ids
 from bridge.faults import Faults
 from bridge.mes import (
@@ -26,13 +27,12 @@ from bridge.mes import (
     MesClient,
     MesError,
     MesErrorCode,
-    Result,
     Serial,
     WipStatus,
 )
 
 
-class Deliveries:
+class DeliveryReports:
     """The dispatcher's listener: every report changes the state on disk first."""
 
     def __init__(

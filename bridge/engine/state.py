@@ -24,14 +24,13 @@ from bridge.adapters.store import Store, StoreError
 from bridge.config import BridgeConfig
 from bridge.core import redelivery
 from bridge.core.batches import Batch
+from bridge.core.domain import MesState, format_utc
 from bridge.core.outbox import NEXT_SEQ_KEY, Change, Entry, Outbox, load_state
 from bridge.core.outcomes import TOPIC, Event, outcome
 from bridge.core.problems import Problem
 from bridge.core.topics import Topics
-from bridge.engine.dispatcher import MesState
 from bridge.faults import FaultPoint, Faults
 from bridge.mes import CompleteProcess, MesError, StartProcess
-from bridge.mes.models import format_utc
 from bridge.version import bridge_version
 
 _log = logging.getLogger(__name__)
@@ -145,7 +144,9 @@ class State:
         self.batches: dict[str, Batch] = {}
         self.outbox = Outbox()
         self.mes_state = MesState.UNKNOWN
-        self.mes_confirmed_at: datetime | None = None  # the MES's last answer (bridge.mes_watch)
+        self.mes_confirmed_at: datetime | None = (
+            None  # the MES's last answer (bridge.engine.mes_watch)
+        )
         self.broker_session = "unknown"
         self.store = store
         self._faults = faults or Faults()

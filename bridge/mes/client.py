@@ -17,7 +17,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from bridge.adapters.tls import certificate_problem, client_context
-from bridge.config import MesConfig
+from bridge.core.domain import Result, format_utc
 from bridge.faults import FaultPoint, Faults
 from bridge.mes.auth import TokenSource
 from bridge.mes.errors import MesError, MesErrorCode, classify_response, classify_transport
@@ -29,17 +29,16 @@ from bridge.mes.models import (
     MesRequest,
     Process,
     Recorded,
-    Result,
     Serial,
     StartProcess,
     WipItem,
     WipStatus,
     WipTrace,
-    format_utc,
 )
 from bridge.mes.pacing import Pacer, SendLog
 from bridge.mes.recent import RecentMap
 from bridge.mes.rules import start_refusal
+from bridge.mes.settings import MesSettings
 
 _log = logging.getLogger(__name__)
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -68,7 +67,7 @@ class MesClient:
 
     def __init__(
         self,
-        config: MesConfig,
+        settings: MesSettings,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -76,38 +75,38 @@ class MesClient:
         event_hooks: Mapping[str, list[Callable[..., Any]]] | None = None,
         send_log: Path | None = None,
     ) -> None:
-        self._config = config
+        self._settings = settings
         # httpx ignores the client's `verify` when it is given a transport: the trust goes on
         # the transport itself, also when a fault seam wraps it.
         transport = transport or httpx.AsyncHTTPTransport(
-            verify=client_context(ca_file=config.ca_file)
+            verify=client_context(ca_file=settings.ca_file)
         )
         if faults is not None:
             transport = _FaultyTransport(transport, faults)
         self._http = httpx.AsyncClient(
-            base_url=str(config.url).rstrip("/"),
-            timeout=httpx.Timeout(config.timeout_s),
+            base_url=str(settings.url).rstrip("/"),
+            timeout=httpx.Timeout(settings.timeout_s),
             transport=transport,
             headers={"Accept": "application/json"},
             event_hooks=event_hooks,  # metrics and the reachability watch see every exchange
         )
         log = (
-            SendLog(send_log, window_s=config.rate_window_s, unanswered_s=config.timeout_s)
+            SendLog(send_log, window_s=settings.rate_window_s, unanswered_s=settings.timeout_s)
             if send_log
             else None
         )
         self._pacer = Pacer(
-            limit=config.rate_limit, window_s=config.rate_window_s, clock=clock, log=log
+            limit=settings.rate_limit, window_s=settings.rate_window_s, clock=clock, log=log
         )
         self._tokens = TokenSource(
             self._post_json,
-            username=config.username,
-            password=config.password.get_secret_value() if config.password else None,
-            static_token=config.token.get_secret_value() if config.token else None,
-            refresh_margin_s=config.refresh_margin_s,
+            username=settings.username,
+            password=settings.password.get_secret_value() if settings.password else None,
+            static_token=settings.token.get_secret_value() if settings.token else None,
+            refresh_margin_s=settings.refresh_margin_s,
             clock=clock,
         )
-        self._api_key = config.api_key.get_secret_value() if config.api_key else None
+        self._api_key = settings.api_key.get_secret_value() if settings.api_key else None
         self._wip_pks: RecentMap[str, int] = RecentMap(size=_WIP_IDS_KEPT)
         self._process_pks: dict[int, int] | None = None
         self._process_lookup: asyncio.Task[dict[int, int]] | None = None
@@ -236,7 +235,7 @@ class MesClient:
         return self._parse(Completion, answer)
 
     async def convert_to_serial(self, request: ConvertToSerial) -> Serial:
-        if self._config.convert_via == "generate-from-wip":
+        if self._settings.convert_via == "generate-from-wip":
             return await self._generate_from_wip(request.wip_id)
         pk = await self._wip_pk(request.wip_id)
         body: dict[str, Any] = {"operator_id": request.operator_id}
@@ -291,7 +290,7 @@ class MesClient:
         return await self.convert_to_serial(request)
 
     def _as_sent(self, request: CompleteProcess) -> tuple[Result, str]:
-        if request.result is Result.REWORK and self._config.rework_as == "FAIL":
+        if request.result is Result.REWORK and self._settings.rework_as == "FAIL":
             return Result.FAIL, f"REWORK: {request.notes}".rstrip(" ")[:5000]
         return request.result, request.notes
 
@@ -302,7 +301,7 @@ class MesClient:
         return pk if pk is not None else (await self.scan(wip_id)).id
 
     async def _process_pk(self, number: int) -> int:
-        if not self._config.resolve_process_ids:
+        if not self._settings.resolve_process_ids:
             return number
         pks = await self.process_ids()
         if number not in pks:
@@ -330,7 +329,7 @@ class MesClient:
             "POST",
             "/api/v1/serials/generate-from-wip",
             auth="none",
-            params={"wip_id": wip_id, "print_label": str(self._config.print_label).lower()},
+            params={"wip_id": wip_id, "print_label": str(self._settings.print_label).lower()},
         )
         number = answer.get("serial_number") if isinstance(answer, dict) else None
         return self._parse(Serial, {"wip_id": wip_id, "serial_number": number})
@@ -407,8 +406,8 @@ class MesClient:
             return await self._http.request(method, path, params=params, json=json, headers=headers)
         except httpx.ConnectError as error:
             if (problem := certificate_problem(error)) is not None:
-                detail = _tls_detail(problem, self._config.ca_file)
-                _log.error("MES %s: TLS failed: %s", self._config.url, detail)
+                detail = _tls_detail(problem, self._settings.ca_file)
+                _log.error("MES %s: TLS failed: %s", self._settings.url, detail)
                 raise classify_transport("tls", sent=False, detail=detail) from error
             raise classify_transport("network", sent=False, detail=_describe(error)) from error
         except httpx.ConnectTimeout as error:

@@ -9,28 +9,13 @@ disagree on wrappers and extras.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field
 
-
-def format_utc(moment: datetime) -> str:
-    """ISO 8601 in UTC with a `Z`, the form the deployed MES stores without surprises."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-UtcDatetime = Annotated[AwareDatetime, PlainSerializer(format_utc, return_type=str)]
-WipString = Annotated[str, Field(min_length=1, max_length=50)]
-ProcessNumber = Annotated[int, Field(ge=1, le=100)]
-UserId = Annotated[int, Field(gt=0)]
-
-
-class Result(StrEnum):
-    PASS = "PASS"
-    FAIL = "FAIL"
-    REWORK = "REWORK"
+from bridge.core.domain import ProcessNumber, Result, UserId, UtcDatetime, WipString
 
 
 class WipStatus(StrEnum):

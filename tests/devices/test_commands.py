@@ -16,7 +16,7 @@ from devices.line import LineSettings
 
 from .support import TIMEOUT_S, Recorder, make_device, running
 
-EXE = [sys.executable, "-m", "bridge.commands.cli"]
+EXE = [sys.executable, "-m", "bridge"]
 ROOT = Path(__file__).parents[2]
 
 

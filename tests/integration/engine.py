@@ -17,7 +17,7 @@ from bridge.app import stop
 from bridge.config import BridgeConfig
 from bridge.core.topics import Inbound, Received, Topics
 from bridge.engine.lifecycle import Lifecycle
-from bridge.engine.reports import Deliveries
+from bridge.engine.reports import DeliveryReports
 from bridge.engine.state import State
 from bridge.faults import Faults
 from bridge.mes import MesClient
@@ -49,7 +49,7 @@ class Engine:
     state: State
     lifecycle: Lifecycle
     published: Published
-    deliveries: Deliveries
+    deliveries: DeliveryReports
 
     async def idle(self, *, within: float = 15.0) -> None:
         """Until nothing waits for the MES any more (dead letters aside)."""
@@ -87,7 +87,7 @@ async def engine(
             config, store=store, publish=published, clock=lambda: datetime.now(UTC), faults=faults
         )
         await state.load()
-        deliveries = Deliveries(config, state, mes=mes, clock=lambda: datetime.now(UTC))
+        deliveries = DeliveryReports(config, state, mes=mes, clock=lambda: datetime.now(UTC))
         dispatcher = asyncio.create_task(deliveries.dispatcher.run())
         try:
             yield Engine(state, Lifecycle(state, deliveries), published, deliveries)

@@ -22,7 +22,7 @@ from mes_sim import MesSimulator
 
 from .harness import OPERATOR, Tablet, mosquitto_running, running
 
-EXE = [sys.executable, "-m", "bridge.commands.cli"]
+EXE = [sys.executable, "-m", "bridge"]
 
 
 def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

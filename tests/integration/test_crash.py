@@ -43,7 +43,7 @@ class BridgeProcess:
                 [
                     sys.executable,
                     "-m",
-                    "bridge.commands.cli",
+                    "bridge",
                     "run",
                     "--config",
                     str(self._config_file),
@@ -225,7 +225,7 @@ def test_an_unusable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
     config_file = tmp_path / "bridge.yaml"
     config_file.write_text(f"data_dir: {tmp_path / 'a-file' / 'data'}\nstations: [{{id: '1'}}]\n")
     done = subprocess.run(
-        [sys.executable, "-m", "bridge.commands.cli", "run", "--config", str(config_file)],
+        [sys.executable, "-m", "bridge", "run", "--config", str(config_file)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -246,7 +246,7 @@ async def test_a_second_bridge_on_the_same_data_dir_refuses_to_start(
         second = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "bridge.commands.cli",
+            "bridge",
             "run",
             "--config",
             str(tmp_path / "bridge.yaml"),

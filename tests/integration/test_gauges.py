@@ -152,7 +152,7 @@ async def test_discover_refuses_the_port_of_a_running_bridge_and_writes_nothing(
                 *[
                     sys.executable,
                     "-m",
-                    "bridge.commands.cli",
+                    "bridge",
                     "discover",
                     gauge.path,
                     "--timeout",

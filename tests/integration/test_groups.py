@@ -16,7 +16,7 @@ from bridge.app import stop, utc_now
 from bridge.config import BridgeConfig
 from bridge.core.topics import Received
 from bridge.engine.lifecycle import Lifecycle
-from bridge.engine.reports import Deliveries
+from bridge.engine.reports import DeliveryReports
 from bridge.engine.state import State
 from bridge.mes import MesClient
 from mes_sim import MesSimulator
@@ -59,7 +59,7 @@ async def bridge(sim: MesSimulator, tmp_path: Path) -> AsyncIterator[Bridge]:
     async with MesClient(config.mes) as mes:
         state = State(config, store=store, publish=publish, clock=utc_now)
         await state.load()
-        deliveries = Deliveries(config, state, mes=mes, clock=utc_now)
+        deliveries = DeliveryReports(config, state, mes=mes, clock=utc_now)
         delivering = asyncio.create_task(deliveries.dispatcher.run())
         try:
             yield Lifecycle(state, deliveries), state, store, published

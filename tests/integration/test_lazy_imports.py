@@ -31,7 +31,7 @@ async def main():
 
 asyncio.run(main())
 """
-OPTIONAL = ["bridge.adapters.broker", "bridge.adapters.http_endpoint"]
+OPTIONAL = ["bridge.adapters.broker", "bridge.web.endpoint"]
 
 
 def config(tmp_path: Path, mqtt: str, extra: str = "") -> Path:
@@ -96,7 +96,7 @@ def test_a_taken_port_still_stops_the_bridge_with_exit_2(tmp_path: Path, what: s
                 f"http: {{listen: '127.0.0.1:{port}'}}\n",
             )
         done = subprocess.run(
-            [sys.executable, "-m", "bridge.commands.cli", "run", "--config", str(path)],
+            [sys.executable, "-m", "bridge", "run", "--config", str(path)],
             capture_output=True,
             text=True,
             timeout=60,

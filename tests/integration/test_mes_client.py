@@ -11,17 +11,17 @@ from typing import Any
 
 import pytest
 
-from bridge.config import MesConfig
+from bridge.core.domain import Result
 from bridge.mes import (
     CompleteProcess,
     ConvertToSerial,
     MesClient,
     MesError,
     MesErrorCode,
-    Result,
     StartProcess,
     WipStatus,
 )
+from bridge.mes.settings import MesSettings
 from mes_sim import MesSimulator
 
 C = MesErrorCode
@@ -39,7 +39,7 @@ async def make_client(sim: MesSimulator) -> AsyncIterator[MakeClient]:
         fields.update(config)
         options = fields.pop("kw", {})
         fields.setdefault("url", (target or sim).url)
-        client = MesClient(MesConfig(**fields), **options)
+        client = MesClient(MesSettings(**fields), **options)
         clients.append(client)
         return client
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import MesConfig
 from bridge.core.topics import Inbound, ResultKind
 from bridge.faults import Faults
 from bridge.mes import MesClient, MesError, MesErrorCode
+from bridge.mes.settings import MesSettings
 from mes_sim import MesSimulator
 
 from .harness import Tablet, bridge_config, mosquitto_running, running
@@ -33,7 +33,7 @@ async def test_an_https_mes_with_a_private_ca_in_ca_file(
     # The bridge always wires the fault seams (a transport wrapper): the CA must still count.
     async with (
         https_front(pki.server_context(), port=sim.port) as url,
-        MesClient(MesConfig(url=url, ca_file=pki.ca_file, **ACCOUNT), faults=faults) as mes,
+        MesClient(MesSettings(url=url, ca_file=pki.ca_file, **ACCOUNT), faults=faults) as mes,
     ):
         assert await mes.health() == "healthy"
         await mes.login()
@@ -61,7 +61,7 @@ async def test_an_untrusted_certificate_is_a_tls_error(
     ca_file = {None: None, "other": pki.other_ca_file, "ours": pki.ca_file}[trust]
     async with (
         https_front(pki.server_context(cert_for=cert_for), port=sim.port) as url,
-        MesClient(MesConfig(url=url, ca_file=ca_file, **ACCOUNT)) as mes,
+        MesClient(MesSettings(url=url, ca_file=ca_file, **ACCOUNT)) as mes,
     ):
         with pytest.raises(MesError) as raised:
             await mes.health()
@@ -103,6 +103,6 @@ async def test_ca_file_adds_to_the_system_cas_rather_than_replacing_them(
     monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca_file))
     async with (
         https_front(pki.server_context(), port=sim.port) as url,
-        MesClient(MesConfig(url=url, ca_file=pki.other_ca_file, **ACCOUNT)) as mes,
+        MesClient(MesSettings(url=url, ca_file=pki.other_ca_file, **ACCOUNT)) as mes,
     ):
         assert await mes.health() == "healthy"

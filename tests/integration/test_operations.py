@@ -26,7 +26,7 @@ from .harness import OPERATOR, Tablet, event, mosquitto_running, running
 
 pytestmark = pytest.mark.skipif(not mosquitto_running(), reason="Mosquitto is not running")
 
-EXE = [sys.executable, "-m", "bridge.commands.cli"]
+EXE = [sys.executable, "-m", "bridge"]
 
 
 def free_port() -> int:

@@ -20,8 +20,9 @@ from bridge.commands.admin import (
     report_change,
 )
 from bridge.config import BridgeConfig
+from bridge.core.domain import Result
 from bridge.core.outbox import Change, Entry, load_state
-from bridge.mes import CompleteProcess, MesClient, Result, StartProcess
+from bridge.mes import CompleteProcess, MesClient, StartProcess
 from mes_sim import MesSimulator
 
 T = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)

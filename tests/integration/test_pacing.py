@@ -13,9 +13,10 @@ import httpx
 import pytest
 import yaml
 
-from bridge.config import BridgeConfig, MesConfig
+from bridge.config import BridgeConfig
 from bridge.core.topics import Inbound, ResultKind
 from bridge.mes import MesClient, MesError, MesErrorCode
+from bridge.mes.settings import MesSettings
 from mes_sim import MesSimulator
 
 from .harness import MOSQUITTO, OPERATOR, Tablet, bridge_config, mosquitto_running, running
@@ -44,7 +45,7 @@ async def make_client() -> AsyncIterator[Callable[..., MesClient]]:
 
     def make(sim: MesSimulator, **config: Any) -> MesClient:
         fields: dict[str, Any] = {"url": sim.url, "username": "admin", "password": "admin-pass"}
-        client = MesClient(MesConfig(**fields, **config))
+        client = MesClient(MesSettings(**fields, **config))
         clients.append(client)
         return client
 

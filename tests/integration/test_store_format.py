@@ -72,7 +72,7 @@ def test_the_bridge_and_outbox_list_exit_2_on_a_newer_store(tmp_path: Path) -> N
     config.write_text(f"data_dir: {tmp_path / 'data'}\nstations: [{{id: ST01}}]\n")
     for command in (["run"], ["outbox", "list"]):
         done = subprocess.run(
-            [sys.executable, "-m", "bridge.commands.cli", *command, "--config", str(config)],
+            [sys.executable, "-m", "bridge", *command, "--config", str(config)],
             capture_output=True,
             text=True,
             timeout=60,

@@ -53,7 +53,7 @@ def start_bridge(
     environ = {**os.environ, "NOTIFY_SOCKET": notify, "WATCHDOG_USEC": str(WATCHDOG_USEC)}
     with (tmp_path / "bridge.log").open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "bridge.commands.cli", "run", "--config", str(config_file)],
+            [sys.executable, "-m", "bridge", "run", "--config", str(config_file)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=environ,

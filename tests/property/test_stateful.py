@@ -2,9 +2,9 @@
 wherever the bridge dies and however the MES answers, every record reaches the MES exactly once,
 in order per WIP, nothing is lost, and what is in memory is what is on disk.
 
-hypothesis drives the real `Lifecycle`, `State`, `Deliveries` and `Dispatcher` over a real
+hypothesis drives the real `Lifecycle`, `State`, `DeliveryReports` and `Dispatcher` over a real
 `Store` in a temporary directory, and the simulator's `MesApp` in process (`mes_in_process`),
-against a small reference model of the stations' batches. Deliveries are stepped, not left to
+against a small reference model of the stations' batches. DeliveryReports are stepped, not left to
 lanes: a rule takes one WIP's head entry through one attempt of the dispatcher (the code a lane
 runs each time round), so that every run is the same for the same rules.
 """
@@ -30,13 +30,14 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from bridge.adapters.store import Store, read_directory
 from bridge.config import BridgeConfig
+from bridge.core.domain import Result
 from bridge.core.outbox import Entry, load_state
 from bridge.core.topics import Inbound, Received, Topics
 from bridge.engine.lifecycle import Lifecycle
-from bridge.engine.reports import Deliveries
+from bridge.engine.reports import DeliveryReports
 from bridge.engine.state import State
 from bridge.faults import FaultPoint, Faults
-from bridge.mes import CompleteProcess, MesClient, Result, StartProcess
+from bridge.mes import CompleteProcess, MesClient, StartProcess
 
 from .mes_in_process import ANSWERS, Answer, InProcessMes, Killed
 
@@ -306,7 +307,9 @@ class BridgeMachine(RuleBasedStateMachine):
             faults=self.faults,
         )
         await self.state.load()
-        self.deliveries = Deliveries(self.config, self.state, mes=self.client, clock=self.clock)
+        self.deliveries = DeliveryReports(
+            self.config, self.state, mes=self.client, clock=self.clock
+        )
         # No lanes: the `deliver` rule steps deliveries one attempt at a time.
         self.deliveries.dispatcher.wake = lambda wip_id: None  # type: ignore[method-assign]
         self.lifecycle = Lifecycle(

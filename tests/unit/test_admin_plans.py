@@ -11,8 +11,9 @@ import pytest
 
 from bridge.commands.admin import AdminError, plan_drop, plan_end_batch, plan_retry, report_change
 from bridge.core.batches import Batch
+from bridge.core.domain import Result
 from bridge.core.outbox import Entry, Outbox
-from bridge.mes.models import CompleteProcess, MesRequest, Result, StartProcess
+from bridge.mes.models import CompleteProcess, MesRequest, StartProcess
 
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 REFUSED = {"code": "PREREQUISITE_NOT_MET", "detail": "process 3 first"}

@@ -10,8 +10,9 @@ import httpx
 import pytest
 import respx
 
-from bridge.config import MesConfig
-from bridge.mes import CompleteProcess, MesClient, MesError, MesErrorCode, Result, StartProcess
+from bridge.core.domain import Result
+from bridge.mes import CompleteProcess, MesClient, MesError, MesErrorCode, StartProcess
+from bridge.mes.settings import MesSettings
 
 URL = "http://mes.test"
 LOGIN = {"access_token": "t1", "refresh_token": "r1", "token_type": "bearer", "expires_in": 1800}
@@ -31,7 +32,7 @@ async def mes() -> AsyncIterator[respx.MockRouter]:
 
 @pytest.fixture
 async def client() -> AsyncIterator[MesClient]:
-    config = MesConfig(url=URL, username="svc", password="pw", resolve_process_ids=False)
+    config = MesSettings(url=URL, username="svc", password="pw", resolve_process_ids=False)
     async with MesClient(config) as client:
         yield client
 

@@ -5,11 +5,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from bridge.config import MesConfig, load_config
+from bridge.config import load_config
+from bridge.mes.settings import MesSettings
 
 
 def test_defaults_match_the_deployed_mes() -> None:
-    config = MesConfig()
+    config = MesSettings()
     assert config.rate_limit == 90 and config.rate_window_s == 60
     assert config.rework_as == "FAIL"
     assert config.convert_via == "generate-from-wip"
@@ -17,7 +18,7 @@ def test_defaults_match_the_deployed_mes() -> None:
 
 
 def test_secrets_never_print(tmp_path: Path) -> None:
-    config = MesConfig(username="svc", password="hunter2", api_key="station-key")
+    config = MesSettings(username="svc", password="hunter2", api_key="station-key")
     shown = repr(config) + str(config.model_dump()) + config.model_dump_json()
     assert "hunter2" not in shown and "station-key" not in shown
 
@@ -25,7 +26,9 @@ def test_secrets_never_print(tmp_path: Path) -> None:
 def test_secrets_from_files(tmp_path: Path) -> None:
     (tmp_path / "pw").write_text("s3cret\n")
     (tmp_path / "key").write_text("k3y")
-    config = MesConfig(username="svc", password_file=tmp_path / "pw", api_key_file=tmp_path / "key")
+    config = MesSettings(
+        username="svc", password_file=tmp_path / "pw", api_key_file=tmp_path / "key"
+    )
     assert config.password is not None and config.password.get_secret_value() == "s3cret"
     assert config.api_key is not None and config.api_key.get_secret_value() == "k3y"
 
@@ -44,7 +47,7 @@ def test_secrets_from_files(tmp_path: Path) -> None:
 )
 def test_bad_values_name_the_field(fields: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
-        MesConfig.model_validate(fields)
+        MesSettings.model_validate(fields)
 
 
 def test_example_config_loads() -> None:
@@ -58,11 +61,11 @@ def test_example_config_loads() -> None:
 def test_user_info_in_the_mes_url_is_refused(url: str) -> None:
     # httpx would send it as Basic auth instead of the bearer token, and log it at DEBUG.
     with pytest.raises(ValidationError) as raised:
-        MesConfig(url=url)
+        MesSettings(url=url)
     messages = " ".join(problem["msg"] for problem in raised.value.errors())
     assert "must not hold a user name or password" in messages
     assert "hunter2" not in messages
 
 
 def test_a_url_without_user_info_is_kept() -> None:
-    assert str(MesConfig(url="http://mes.local:8080/base").url) == "http://mes.local:8080/base"
+    assert str(MesSettings(url="http://mes.local:8080/base").url) == "http://mes.local:8080/base"

@@ -103,7 +103,7 @@ def test_times_are_utc() -> None:
 def test_setup_makes_the_process_log_escaped_lines() -> None:
     # In a process of its own: the test runner has its own handlers on the root logger.
     code = (
-        "import logging; from bridge.logs import setup; setup('INFO', environ={}); "
+        "import logging; from bridge.adapters.logs import setup; setup('INFO', environ={}); "
         "logging.getLogger('bridge.x').warning('wip %s', 'W\\n2026-11-26 ERROR forged')"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

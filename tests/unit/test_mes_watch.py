@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.engine.dispatcher import MesState
+from bridge.core.domain import MesState
 from bridge.engine.mes_watch import (
     HEALTH_PATH,
     LOGIN_PATH,

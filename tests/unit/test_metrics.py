@@ -1,4 +1,4 @@
-"""bridge.adapters.metrics and the gauge board: labels that stay bounded, and what a gauge's
+"""bridge.web.metrics and the gauge board: labels that stay bounded, and what a gauge's
 events count."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge.adapters.metrics import BridgeMetrics, MeteredStore, endpoint
-from bridge.adapters.overview import DeviceBoard
 from bridge.adapters.store import StoreError
 from bridge.config import HttpConfig
+from bridge.web.metrics import BridgeMetrics, MeteredStore, endpoint
+from bridge.web.overview import DeviceBoard
 from devices import DeviceConfig, DeviceStatus, GaugeError, Reading
 
 T0 = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)

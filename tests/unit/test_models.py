@@ -7,15 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from bridge.mes.models import (
-    CompleteProcess,
-    ConvertToSerial,
-    MesRequest,
-    Result,
-    StartProcess,
-    WipTrace,
-    format_utc,
-)
+from bridge.core.domain import Result, format_utc
+from bridge.mes.models import CompleteProcess, ConvertToSerial, MesRequest, StartProcess, WipTrace
 
 KST = timezone(timedelta(hours=9))
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)

@@ -10,15 +10,10 @@ from typing import Any
 import pytest
 
 from bridge.core.batches import Batch
+from bridge.core.domain import Result
 from bridge.core.limits import Measured
 from bridge.core.outbox import NEXT_SEQ_KEY, Change, Entry, Outbox, batch_key, load_state, new_entry
-from bridge.mes.models import (
-    CompleteProcess,
-    ConvertToSerial,
-    MesRequest,
-    Result,
-    StartProcess,
-)
+from bridge.mes.models import CompleteProcess, ConvertToSerial, MesRequest, StartProcess
 
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 KST = timezone(timedelta(hours=9))

@@ -1,4 +1,4 @@
-"""bridge.core.outcomes and bridge.problems: result-topic payloads and operator wording."""
+"""bridge.core.outcomes and bridge.core.problems: result-topic payloads and operator wording."""
 
 from __future__ import annotations
 

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from bridge.commands.admin import stale_reason
+from bridge.core.domain import Result
 from bridge.core.outbox import Entry
-from bridge.mes import CompleteProcess, ConvertToSerial, Result, StartProcess, WipTrace
+from bridge.mes import CompleteProcess, ConvertToSerial, StartProcess, WipTrace
 from bridge.mes.models import MesRequest
 
 T = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)

@@ -1,10 +1,10 @@
-"""bridge.adapters.status_page: what the page shows of a snapshot, escaped."""
+"""bridge.web.status_page: what the page shows of a snapshot, escaped."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from bridge.adapters.status_page import render
+from bridge.web.status_page import render
 
 
 def snapshot(**changes: Any) -> dict[str, Any]:

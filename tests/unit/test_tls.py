@@ -9,7 +9,8 @@ import trustme
 from pydantic import ValidationError
 
 from bridge.adapters.tls import TlsFileError, client_context
-from bridge.config import MesConfig, MqttConfig
+from bridge.config import MqttConfig
+from bridge.mes.settings import MesSettings
 
 
 @pytest.fixture
@@ -50,7 +51,7 @@ def test_unusable_files_are_named(tmp_path: Path, files: dict[str, str], says: s
 
 def test_a_bad_mes_ca_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="cannot load CA file"):
-        MesConfig(url="https://mes.example", ca_file=tmp_path / "missing.pem")
+        MesSettings(url="https://mes.example", ca_file=tmp_path / "missing.pem")
 
 
 @pytest.mark.parametrize(

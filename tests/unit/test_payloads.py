@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from bridge.core.domain import Result
 from bridge.core.limits import Measured
 from bridge.core.payloads import (
     BatchAbort,
@@ -20,7 +21,6 @@ from bridge.core.payloads import (
 )
 from bridge.core.problems import Problem, ProblemCode
 from bridge.core.topics import Inbound
-from bridge.mes.models import Result
 
 MAX = 65536
 KST = timezone(timedelta(hours=9))

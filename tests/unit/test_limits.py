@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from bridge.config import Limit
+from bridge.core.domain import Result
 from bridge.core.limits import Measured, Verdict, decide, limit_defects, unique
-from bridge.mes.models import Result
 
 TORQUE = Limit(min=1.0, max=2.0, unit="Nm", defect="TORQUE_OUT")
 

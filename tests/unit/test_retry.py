@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bridge.core.domain import Result
 from bridge.core.outbox import Entry
 from bridge.core.retry import (
     GiveUp,
@@ -15,13 +16,7 @@ from bridge.core.retry import (
     after_failure,
 )
 from bridge.mes.errors import MesError, MesErrorCode
-from bridge.mes.models import (
-    CompleteProcess,
-    ConvertToSerial,
-    MesRequest,
-    Result,
-    StartProcess,
-)
+from bridge.mes.models import CompleteProcess, ConvertToSerial, MesRequest, StartProcess
 
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 POLICY = RetryPolicy(min_s=1.0, max_s=120.0)

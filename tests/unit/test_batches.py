@@ -20,10 +20,11 @@ from bridge.core.batches import (
     station_time,
     within_bounds,
 )
+from bridge.core.domain import Result
 from bridge.core.limits import Measured
 from bridge.core.payloads import BatchComplete, BatchStart
 from bridge.core.problems import Problem, ProblemCode
-from bridge.mes.models import CompleteProcess, Result
+from bridge.mes.models import CompleteProcess
 
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 NOW = datetime(2026, 11, 26, 9, 5, tzinfo=UTC)

@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bridge.adapters.metrics import BridgeMetrics
+from bridge.core.domain import MesState, format_utc
 from bridge.core.outbox import Entry
-from bridge.engine.dispatcher import MesState
 from bridge.engine.state import State
-from bridge.mes.models import format_utc
+from bridge.web.metrics import BridgeMetrics
 from devices import DeviceConfig, DeviceEvents, DeviceStatus, GaugeError, Reading
 
 LISTED = 50  # requests listed of each kind (pending, dead); the counts are always complete

@@ -16,9 +16,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from bridge.adapters.listening import HttpEndpointError, is_loopback
-from bridge.adapters.metrics import BridgeMetrics
-from bridge.adapters.overview import Overview
-from bridge.adapters.status_page import render
+from bridge.web.metrics import BridgeMetrics
+from bridge.web.overview import Overview
+from bridge.web.status_page import render
 
 _log = logging.getLogger(__name__)
 
