@@ -5,18 +5,25 @@ comes. The engine over a real store and the simulated MES over loopback HTTP, no
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bridge.adapters.store import Store
 from bridge.config import BridgeConfig
+from bridge.core.domain import MesState
 from bridge.core.outbox import NEXT_SEQ_KEY, Change, Entry
-from bridge.engine.dispatcher import Dispatcher, MesState
+from bridge.engine.dispatcher import Dispatcher
 from bridge.mes.models import StartProcess
 from mes_sim import MesSimulator
 
-from .engine import engine
+from .engine import Published, engine
 from .harness import MOSQUITTO, OPERATOR, bridge_config
 
 
@@ -27,9 +34,12 @@ def config(sim: MesSimulator, tmp_path: Path) -> BridgeConfig:
     return bridge_config(sim, tmp_path / "data", host=host, port=port, mes=mes)
 
 
-async def queued(config: BridgeConfig, wips: dict[str, datetime]) -> None:
+async def queued(
+    config: BridgeConfig, wips: dict[str, datetime], *, under_way: frozenset[str] = frozenset()
+) -> None:
     """A start per WIP on disk before the engine starts, as a long outage leaves them: already
-    tried once and announced, its next attempt at the given time."""
+    tried once and announced, its next attempt at the given time; those `under_way` were being
+    sent when the bridge stopped."""
     now = datetime.now(UTC)
     entries = [
         Entry(
@@ -41,6 +51,7 @@ async def queued(config: BridgeConfig, wips: dict[str, datetime]) -> None:
             announced=True,
             next_attempt_at=at,
             last_error={"code": "NETWORK", "message": "connection refused"},
+            in_flight=wip in under_way,
         )
         for seq, (wip, at) in enumerate(wips.items(), start=1)
     ]
@@ -110,3 +121,72 @@ async def test_wips_waiting_for_the_mes_hold_no_task_and_go_when_it_is_back(
         assert [started(sim, wip) for wip in wips] == [1] * len(wips)
         await until(lambda: dispatcher.running_lanes == 0)
         assert dispatcher.held_lanes == 0 and dispatcher.timed_lanes == 0
+
+
+@dataclass
+class TimedPublished(Published):
+    """What the engine published, and when."""
+
+    at: list[datetime] = field(default_factory=list)
+
+    def __call__(self, topic: str, payload: dict[str, Any], *, retain: bool = False) -> None:
+        self.at.append(datetime.now(UTC))
+        super().__call__(topic, payload, retain=retain)
+
+    def synced(self) -> dict[str, datetime]:
+        return {
+            payload["wip_id"]: at
+            for (_, payload), at in zip(self.messages, self.at, strict=True)
+            if payload.get("event") == "SYNCED"
+        }
+
+
+HOUR = 3600.0
+# How long each WIP's next attempt is away (None: it is due already), and whether its request was
+# under way when the bridge stopped (it then waits `settle_s` first).
+WIPS = st.lists(
+    st.tuples(st.sampled_from([None, 0.2, 0.6, HOUR]), st.booleans()), min_size=1, max_size=6
+)
+
+
+@settings(
+    max_examples=10,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(WIPS)
+def test_every_wip_goes_once_not_before_its_time_and_those_not_due_keep_no_task(
+    waits: list[tuple[float | None, bool]],
+) -> None:
+    with MesSimulator() as sim, tempfile.TemporaryDirectory() as directory:
+        asyncio.run(goes_at_its_time(sim, Path(directory), waits))
+
+
+async def goes_at_its_time(
+    sim: MesSimulator, directory: Path, waits: list[tuple[float | None, bool]]
+) -> None:
+    made = config(sim, directory)
+    now = datetime.now(UTC)
+    due = {
+        wip: now + timedelta(seconds=wait or -1.0)
+        for wip, (wait, _) in zip(sim.wip_ids, waits, strict=False)
+    }
+    under_way = frozenset(wip for wip, (_, was) in zip(sim.wip_ids, waits, strict=False) if was)
+    later = {wip for wip, at in due.items() if at > now + timedelta(minutes=1)}
+    await queued(made, due, under_way=under_way)
+    published = TimedPublished()
+    started_at = datetime.now(UTC)
+    async with engine(made, published=published) as bridge:
+        dispatcher: Dispatcher = bridge.deliveries.dispatcher
+        await published.until(lambda: bridge.state.outbox.pending_count() == len(later))
+        await until(lambda: dispatcher.running_lanes == 0)
+        assert dispatcher.timed_lanes == len(later) and dispatcher.held_lanes == 0
+        assert lane_tasks() == 0
+    synced = published.synced()
+    assert set(synced) == set(due) - later
+    for wip, at in synced.items():
+        assert at >= due[wip], f"{wip} went before its time"
+        if wip in under_way:  # not before the MES can have finished the lost attempt
+            assert at >= started_at + timedelta(seconds=made.outbox.settle_s)
+    assert all(started(sim, wip) == (wip not in later) for wip in due)
