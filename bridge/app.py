@@ -135,7 +135,7 @@ async def run_bridge(
                     version=bridge_version(),
                     started_at=utc_now(),
                 )
-                admin = LiveAdmin(state, wake=deliveries.wake)
+                admin = LiveAdmin(state, mes=mes, wake=deliveries.wake)
                 async with (
                     _endpoint(config, overview, metrics),
                     live_admin.serving(admin, live_admin.socket_path(config)),

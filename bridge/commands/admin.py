@@ -104,30 +104,37 @@ def stale_reason(entry: Entry, trace: WipTrace) -> str | None:
     return None
 
 
-async def check_not_stale(config: BridgeConfig, change: Change) -> None:
+async def check_alone(config: BridgeConfig, change: Change) -> None:
+    """`check_not_stale` for a stopped bridge, with a client of this process's own that paces on
+    the bridge's send log: the MES counts these trace reads against the budget the bridge
+    resumes with."""
+    async with MesClient(config.mes, send_log=config.mes_send_log) as mes:
+        await check_not_stale(mes, change)
+
+
+async def check_not_stale(mes: MesClient, change: Change) -> None:
     """Refuse a retry (AdminError) when the MES's trace holds something newer than a request it
     puts back (`stale_reason`), or cannot be asked."""
     entries = change.entries
     traces: dict[str, WipTrace | None] = {}
-    async with MesClient(config.mes) as mes:
-        for entry in entries:
-            if entry.wip_id not in traces:
-                try:
-                    traces[entry.wip_id] = await mes.trace(entry.wip_id)
-                except MesError as error:
-                    if error.code is not MesErrorCode.WIP_NOT_FOUND:
-                        raise AdminError(
-                            f"cannot check #{entry.seq} against the MES's trace of "
-                            f"{entry.wip_id} ({error}); nothing was changed"
-                        ) from error
-                    traces[entry.wip_id] = None  # nothing recorded: the MES will refuse it
-            trace = traces[entry.wip_id]
-            reason = None if trace is None else stale_reason(entry, trace)
-            if reason is not None:
-                raise AdminError(
-                    f"{entry.describe()} is not put back: {reason}. "
-                    "Drop it (outbox drop) if it is no longer wanted"
-                )
+    for entry in entries:
+        if entry.wip_id not in traces:
+            try:
+                traces[entry.wip_id] = await mes.trace(entry.wip_id)
+            except MesError as error:
+                if error.code is not MesErrorCode.WIP_NOT_FOUND:
+                    raise AdminError(
+                        f"cannot check #{entry.seq} against the MES's trace of "
+                        f"{entry.wip_id} ({error}); nothing was changed"
+                    ) from error
+                traces[entry.wip_id] = None  # nothing recorded: the MES will refuse it
+        trace = traces[entry.wip_id]
+        reason = None if trace is None else stale_reason(entry, trace)
+        if reason is not None:
+            raise AdminError(
+                f"{entry.describe()} is not put back: {reason}. "
+                "Drop it (outbox drop) if it is no longer wanted"
+            )
 
 
 # What each command changes, decided from the state alone: the same functions serve the bridge

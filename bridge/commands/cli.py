@@ -149,7 +149,7 @@ def _gauge_watch(args: argparse.Namespace, config: BridgeConfig) -> int:
 
 @_with_config
 def _outbox_change(args: argparse.Namespace, config: BridgeConfig) -> int:
-    from bridge.commands.admin import check_not_stale, plan_drop, plan_retry
+    from bridge.commands.admin import check_alone, plan_drop, plan_retry
 
     seqs: list[int] = args.seq
     command: str = args.outbox_command
@@ -160,7 +160,7 @@ def _outbox_change(args: argparse.Namespace, config: BridgeConfig) -> int:
         f"/outbox/{command}",
         {"seqs": seqs},
         lambda _, outbox: plan(outbox, seqs),
-        check=(lambda change: check_not_stale(config, change)) if command == "retry" else None,
+        check=(lambda change: check_alone(config, change)) if command == "retry" else None,
     )
 
 

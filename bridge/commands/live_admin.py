@@ -28,6 +28,7 @@ from bridge.core.batches import Batch
 from bridge.core.outbox import Change, Entry, Outbox
 from bridge.core.outcomes import Event
 from bridge.engine.state import State, batch_ids
+from bridge.mes import MesClient
 
 _log = logging.getLogger(__name__)
 
@@ -43,8 +44,9 @@ def socket_path(config: BridgeConfig) -> Path:
 class LiveAdmin:
     """The bridge's side of the channel."""
 
-    def __init__(self, state: State, *, wake: Callable[[str], None]) -> None:
+    def __init__(self, state: State, *, mes: MesClient, wake: Callable[[str], None]) -> None:
         self._state = state
+        self._mes = mes  # the bridge's own client: its pacer and its token, not another's
         self._wake = wake
 
     async def change(self, plan: Plan) -> Change:
@@ -56,7 +58,7 @@ class LiveAdmin:
 
     async def retry(self, seqs: list[int]) -> Change:
         # The MES is asked first, outside the transaction: stations go on meanwhile.
-        await check_not_stale(self._state.config, plan_retry(self._state.outbox, seqs))
+        await check_not_stale(self._mes, plan_retry(self._state.outbox, seqs))
         change = await self.change(lambda _, outbox: plan_retry(outbox, seqs))
         for wip_id in sorted({entry.wip_id for entry in change.entries}):
             self._wake(wip_id)

@@ -18,6 +18,7 @@ from bridge.adapters.store import Store
 from bridge.commands.live_admin import LiveAdmin, serving
 from bridge.config import BridgeConfig
 from bridge.engine.state import State
+from bridge.mes import MesClient
 
 NOBODY = 65534
 
@@ -57,7 +58,10 @@ async def test_another_user_is_refused_even_with_the_socket_open_to_all(
     await state.load()
     socket_file = open_directory / "admin.sock"
     try:
-        async with serving(LiveAdmin(state, wake=lambda _: None), socket_file):
+        async with (
+            MesClient(config.mes) as mes,  # never called: a drop does not ask the MES
+            serving(LiveAdmin(state, mes=mes, wake=lambda _: None), socket_file),
+        ):
             assert socket_file.stat().st_mode & 0o777 == 0o600
             socket_file.chmod(0o666)  # as if someone widened it: the peer check still holds
             status, body = await curl(socket_file, {"seqs": [1]}, as_nobody=True)

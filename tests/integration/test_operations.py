@@ -190,8 +190,11 @@ async def test_dead_letters_retried_and_dropped_and_a_batch_ended_while_the_brid
             await tablet.expect(
                 "2", ResultKind.COMPLETED, where=lambda p, n=process: p["process_id"] == n
             )
+        logins = sim.ledger()["logins"]
         retried = await cli("outbox", "retry", "--config", str(path), str(dead["seq"]))
         assert retried.returncode == 0, retried.stderr
+        # The running bridge asked the MES with its own client: no second login, one pacer.
+        assert sim.ledger()["logins"] == logins
         assert f"back in the queue: #{dead['seq']} start process 4" in retried.stdout
         synced = await tablet.expect("1", ResultKind.SYNCED, where=event("SYNCED"))
         assert synced["wip_id"] == sim.wip_ids[0] and synced["process_id"] == 4
