@@ -183,9 +183,11 @@ class Dispatcher:
         for n, wip_id in enumerate(sorted(self._outbox.waiting_wips()), start=1):
             if n % _SCHEDULED_PER_STEP == 0:
                 await asyncio.sleep(0)  # thousands of heads are read: let the loop breathe
+            if self._known(wip_id):
+                continue  # woken by a new entry while this went on
             head = self._outbox.head(wip_id)
-            if head is None or self._known(wip_id):
-                continue  # delivered, or woken by a new entry, while this went on
+            if head is None:
+                continue  # delivered meanwhile
             if (until := self._turn(wip_id, head)) is None:
                 self._start(wip_id)
             else:
