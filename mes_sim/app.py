@@ -94,6 +94,9 @@ class Faults:
     auth_rate_limit_per_min: int = 30
     token_ttl_s: float = 1800.0
     br004_window_s: float = 0.03
+    # A request whose body is larger: the connection is closed before it is read, without an
+    # answer (what the deployed MES did with a 10 MB 완공). None: up to the server's own cap.
+    max_body_bytes: int | None = None
 
     @classmethod
     def defaults(cls, semantics: Semantics) -> Faults:
@@ -113,6 +116,8 @@ class Faults:
                 values[key] = _number(key, value, *_NUMBERS[key])
             elif key == "times":
                 values[key] = None if value is None else int(_number(key, value, 1, True))
+            elif key == "max_body_bytes":
+                values[key] = None if value is None else int(_number(key, value, 0, True))
             elif key == "path_contains" and not (value is None or isinstance(value, str)):
                 raise ValueError(f"path_contains must be a string or null, not {value!r}")
             elif key == "expire_tokens" and not isinstance(value, bool):
@@ -174,6 +179,7 @@ class Counters:
     labels_printed: int = 0  # generate-from-wip calls with print_label true
     responses_dropped: int = 0  # answers withheld by the drop_response fault
     slow_finished: int = 0  # requests the slow fault delayed that are done (applied or refused)
+    bodies_refused: int = 0  # connections closed on a body over max_body_bytes, unread
     # "POST /api/v1/wip-items/{wip_id}/scan": n — what a client really sent, route by route
     requests_by_route: dict[str, int] = field(default_factory=dict)
 
@@ -301,6 +307,16 @@ class MesApp:
             if expire:
                 self._tokens.expire_access_tokens(self._clock())
             return self._faults.as_json()
+
+    def refuses_body(self, path: str, length: int) -> bool:
+        """Whether a request on `path` with a body of `length` bytes is cut off unread (and
+        counted): on /api paths only, like every fault."""
+        with self._lock:
+            limit = self._faults.max_body_bytes
+            if limit is None or length <= limit or not path.startswith("/api/"):
+                return False
+            self._counters.bodies_refused += 1
+            return True
 
     def reset(self) -> None:
         """Back to the seed: data, tokens, rate-limit windows, faults and counters."""

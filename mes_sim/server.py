@@ -50,6 +50,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         server = cast(_Server, self.server)
+        if server.app.refuses_body(self.path, self._declared_length()):
+            self.close_connection = True  # no answer: the client sees the connection end
+            return
         try:
             body = self._read_body()
         except ValueError as error:
@@ -73,6 +76,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self._write(response)
+
+    def _declared_length(self) -> int:
+        try:
+            return int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            return 0  # refused as a bad Content-Length when read
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():

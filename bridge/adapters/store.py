@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -30,14 +31,80 @@ _T = TypeVar("_T")
 _log = logging.getLogger(__name__)
 
 FORMAT_KEY = "meta/format"
-FORMAT = 1  # the format this bridge writes; docs/install.md says what changes it
+FORMAT = 2  # the format this bridge writes; docs/install.md says what changes it
 
 Rows = Mapping[str, str]
 Migration = Callable[[Rows], dict[str, str | None]]
+
+
+def batches_by_uid(rows: Rows) -> dict[str, str | None]:
+    """Format 1 to 2: batches are kept by their `uid`, not their `batch_id` (unique per station
+    only from format 2 on), and every batch and every outbox entry of a batch has its uid.
+
+    Format 1 kept `batch/{batch_id}` and `measurement/{batch_id}/{name}`; rows written before
+    uids existed have none. A batch without one gets `legacy-{batch_id}`, the uid the bridges
+    of format 1 gave it when they read it (and put on the entries they made for it since). An
+    entry without one belongs with the entries of its station and batch id after the last 착공
+    before it (a batch id may have been used again after its batch ended): each such run gets
+    `before-uids-{seq of its first entry}`, but the run of a batch still active takes that
+    batch's uid. Works on the JSON as stored, not on the models, which later formats change."""
+    writes: dict[str, str | None] = {}
+    active: dict[tuple[str, str], dict[str, Any]] = {}  # (station, batch_id) -> the batch
+    for key, text in rows.items():
+        if key.startswith("batch/"):
+            batch = json.loads(text)
+            batch_id = key.removeprefix("batch/")
+            batch.setdefault("uid", f"legacy-{batch_id}")
+            active[(batch.get("station_id", ""), batch_id)] = batch
+            writes[key] = None
+    # Runs of entries without a uid, in seq order (the keys are zero-padded).
+    runs: dict[tuple[str, str], str] = {}  # (station, batch_id) -> its latest run
+    open_start: dict[tuple[str, str], dict[str, Any]] = {}  # a 착공 its 완공 has not followed
+    unnamed: list[tuple[str, dict[str, Any], str]] = []  # (key, entry, run)
+    for key in sorted(k for k in rows if k.startswith("outbox/")):
+        entry = json.loads(rows[key])
+        if entry.get("batch_uid") is not None or entry.get("batch_id") is None:
+            continue
+        owner = (entry.get("station_id", ""), entry["batch_id"])
+        kind = entry.get("request", {}).get("kind")
+        if kind == "start" or owner not in runs:
+            runs[owner] = f"before-uids-{entry['seq']}"
+            open_start.pop(owner, None)
+        if kind == "start":
+            open_start[owner] = entry["request"]
+        elif kind == "complete":
+            open_start.pop(owner, None)
+        unnamed.append((key, entry, runs[owner]))
+    uid_of_run: dict[str, str] = {}
+    for owner, start in open_start.items():
+        batch = active.get(owner)
+        if batch is not None and (batch.get("wip_id"), batch.get("process")) == (
+            start.get("wip_id"),
+            start.get("process"),
+        ):
+            uid_of_run[runs[owner]] = batch["uid"]
+    for key, entry, run in unnamed:
+        writes[key] = _json({**entry, "batch_uid": uid_of_run.get(run, run)})
+    uids = {batch_id: batch["uid"] for (_, batch_id), batch in active.items()}
+    for key, text in rows.items():
+        if key.startswith("measurement/"):
+            batch_id, name = key.removeprefix("measurement/").split("/", 1)
+            writes[key] = None  # one without its batch is left over: nothing reads it
+            if batch_id in uids:
+                writes[f"measurement/{uids[batch_id]}/{name}"] = text
+    for batch in active.values():
+        writes[f"batch/{batch['uid']}"] = _json(batch)
+    return writes
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 # MIGRATIONS[n] brings a store from format n to n + 1: the writes to make (None deletes), given
 # the rows `Store.open` read (not those it was told to skip: a migration that needs them reads
 # them). Format 0 is a store from before the format was recorded; its layout is format 1's.
-MIGRATIONS: dict[int, Migration] = {0: lambda rows: {}}
+MIGRATIONS: dict[int, Migration] = {0: lambda rows: {}, 1: batches_by_uid}
 
 SETTINGS: dict[str, Any] = {
     "eviction_policy": "none",

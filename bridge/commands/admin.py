@@ -167,12 +167,26 @@ def plan_drop(outbox: Outbox, seqs: list[int]) -> Change:
     return Change(dropped_entries=[_dead_letter(outbox, seq) for seq in seqs])
 
 
-def plan_end_batch(batches: dict[str, Batch], outbox: Outbox, batch_id: str) -> Change:
+def plan_end_batch(
+    batches: dict[str, Batch], outbox: Outbox, batch_id: str, station_id: str | None = None
+) -> Change:
     """A stuck batch ended, as an abort would end it: its 착공 not yet tried is dropped too (one
-    already tried may be at the MES, and is delivered or dead-lettered as usual)."""
-    batch = batches.get(batch_id)
-    if batch is None:
-        raise AdminError(f"there is no active batch {batch_id!r}")
+    already tried may be at the MES, and is delivered or dead-lettered as usual). `station_id`
+    says whose, needed only when two stations use the same batch id."""
+    named = [
+        batch
+        for batch in batches.values()
+        if batch.batch_id == batch_id and station_id in (None, batch.station_id)
+    ]
+    if not named:
+        where = f" on station {station_id}" if station_id is not None else ""
+        raise AdminError(f"there is no active batch {batch_id!r}{where}")
+    if len(named) > 1:
+        stations = ", ".join(sorted(batch.station_id for batch in named))
+        raise AdminError(
+            f"stations {stations} each have an active batch {batch_id!r}: say which with --station"
+        )
+    batch = named[0]
     return Change(dropped_batches=[batch], dropped_entries=outbox.unattempted(batch.uid))
 
 

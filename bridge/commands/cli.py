@@ -182,12 +182,13 @@ def _batch_end(args: argparse.Namespace, config: BridgeConfig) -> int:
     from bridge.commands.admin import plan_end_batch
 
     batch_id: str = args.batch_id
+    station_id: str | None = args.station
     return _change(
         config,
         "batch end",
         "/batch/end",
-        {"batch_id": batch_id},
-        lambda batches, outbox: plan_end_batch(batches, outbox, batch_id),
+        {"batch_id": batch_id, "station_id": station_id},
+        lambda batches, outbox: plan_end_batch(batches, outbox, batch_id, station_id),
     )
 
 
@@ -326,6 +327,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     end.add_argument("--config", type=Path, required=True)
     end.add_argument("batch_id", help="as `batch list` shows it")
+    end.add_argument(
+        "--station", help="the batch's station, when two stations use the same batch id"
+    )
     end.set_defaults(run=_batch_end)
 
     gauge = commands.add_parser(

@@ -72,9 +72,9 @@ class LiveAdmin:
         self._state.publish_all_status()
         return change
 
-    async def end_batch(self, batch_id: str) -> Change:
+    async def end_batch(self, batch_id: str, station_id: str | None) -> Change:
         change = await self.change(
-            lambda batches, outbox: plan_end_batch(batches, outbox, batch_id)
+            lambda batches, outbox: plan_end_batch(batches, outbox, batch_id, station_id)
         )
         for batch in change.dropped_batches:
             _log.warning("operator: batch %s (%s) ended", batch.batch_id, batch.wip_id)
@@ -92,7 +92,7 @@ class LiveAdmin:
         app.router.add_post("/outbox/retry", self._handler(lambda body: self.retry(_seqs(body))))
         app.router.add_post("/outbox/drop", self._handler(lambda body: self.drop(_seqs(body))))
         app.router.add_post(
-            "/batch/end", self._handler(lambda body: self.end_batch(str(body["batch_id"])))
+            "/batch/end", self._handler(lambda body: self.end_batch(*_batch_named(body)))
         )
         return app
 
@@ -161,6 +161,13 @@ def _seqs(body: dict[str, Any]) -> list[int]:
     if not isinstance(seqs, list) or not all(isinstance(seq, int) for seq in seqs):
         raise ValueError("seqs must be a list of request numbers")
     return seqs
+
+
+def _batch_named(body: dict[str, Any]) -> tuple[str, str | None]:
+    station_id = body.get("station_id")
+    if station_id is not None and not isinstance(station_id, str):
+        raise ValueError("station_id must be a station id")
+    return str(body["batch_id"]), station_id
 
 
 def change_json(change: Change) -> str:

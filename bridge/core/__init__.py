@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         open_batch,
         record,
         select_batch,
+        too_large_to_send,
         within_bounds,
     )
     from bridge.core.domain import (
@@ -92,6 +93,7 @@ __all__ = [
     "redelivery",
     "select_batch",
     "shown_id",
+    "too_large_to_send",
     "within_bounds",
 ]
 

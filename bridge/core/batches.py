@@ -11,22 +11,24 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from bridge.config import BatchesConfig, StationConfig
 from bridge.core.domain import Result, UtcDatetime, format_utc
 from bridge.core.limits import Measured, decide, unique
 from bridge.core.payloads import BatchComplete, BatchStart
 from bridge.core.problems import Problem, ProblemCode
-from bridge.mes.models import CompleteProcess
+from bridge.mes.models import CompleteProcess, MesRequest
 
 
 class Batch(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # The station's name for it: unique among the station's active batches only (another
+    # station may use the same one, and a rework may reuse it).
     batch_id: str
-    # Unique for ever, unlike `batch_id` (unique among active batches only): what the outbox's
-    # entries of this batch are found by.
+    # Unique on the bridge for ever: what the bridge keeps the batch by, in memory and on disk,
+    # and what the outbox's entries of this batch are found by.
     uid: str
     station_id: str
     wip_id: str
@@ -38,14 +40,6 @@ class Batch(BaseModel):
     defects: list[str] = Field(default_factory=list)
     # Set when the station's clock was ahead and the bridge's time was used instead.
     clock_note: str | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _uid_of_old_rows(cls, data: Any) -> Any:
-        # Batches stored before `uid` existed: their id was unique among what was stored.
-        if isinstance(data, dict) and "uid" not in data and "batch_id" in data:
-            return {**data, "uid": f"legacy-{data['batch_id']}"}
-        return data
 
     # What the measurements and defects add to the 완공's JSON: kept up to date by `record`, so
     # that bounding a batch costs what a message adds, not what the batch holds.
@@ -93,10 +87,13 @@ def open_batch(
             ProblemCode.PROCESS_NOT_AT_STATION,
             f"station {station.id} runs processes {station.processes}, not {start.process_id}",
         )
-    # Another station's batch is named to no one but that station: its ids are its own business.
+    # Another station's batch is named to no one but that station: its ids are its own business
+    # (it may use the same ones), and only a WIP cannot be in two places.
     for batch in active:
-        if batch.batch_id == batch_id:
-            return Problem(ProblemCode.DUPLICATE_BATCH, f"batch_id {batch_id} is in use")
+        if batch.station_id == station.id and batch.batch_id == batch_id:
+            return Problem(
+                ProblemCode.DUPLICATE_BATCH, f"batch {batch_id} is already running on this station"
+            )
         if batch.wip_id == start.wip_id:
             where = (
                 f"batch {batch.batch_id} (process {batch.process}) here"
@@ -144,15 +141,13 @@ def station_time(
     )
 
 
-def is_redelivery(active: Mapping[str, Batch], station_id: str, start: BatchStart) -> bool:
+def is_redelivery(active: Iterable[Batch], station_id: str, start: BatchStart) -> bool:
     """The same start again (a broker's redelivery): a batch of this station with its batch_id,
     WIP and process is open already."""
-    same = active.get(start.batch_id or "")
-    return same is not None and (same.station_id, same.wip_id, same.process) == (
-        station_id,
-        start.wip_id,
-        start.process_id,
-    )
+    if start.batch_id is None:
+        return False  # the bridge names the batch: no start without a name is one seen before
+    same = (station_id, start.batch_id, start.wip_id, start.process_id)
+    return any((b.station_id, b.batch_id, b.wip_id, b.process) == same for b in active)
 
 
 def select_batch(active: Iterable[Batch], station_id: str, batch_id: str | None) -> Batch | Problem:
@@ -202,9 +197,22 @@ def _entry_bytes(name: str, value: Any) -> int:
 DEFAULT_BOUNDS = BatchesConfig()
 
 
-def request_bytes(request: CompleteProcess) -> int:
-    """The size of a 완공 as the bridge stores and sends it (its JSON, UTF-8)."""
+def request_bytes(request: MesRequest) -> int:
+    """The size of a request as the bridge stores and sends it (its JSON, UTF-8)."""
     return len(request.model_dump_json().encode())
+
+
+def too_large_to_send(request: MesRequest, *, bounds: BatchesConfig) -> Problem | None:
+    """Why a request in the outbox must not be sent: it is larger than `max_request_bytes`
+    (queued before the bound existed, or under a larger one). The MES closes the connection on
+    a request it cannot take in, which looks like an outage: it would be retried for ever."""
+    size = request_bytes(request)
+    if size <= bounds.max_request_bytes:
+        return None
+    return Problem(
+        ProblemCode.TOO_LARGE_TO_SEND,
+        f"the request is {size} bytes; batches.max_request_bytes is {bounds.max_request_bytes}",
+    )
 
 
 def within_bounds(batch: Batch, station: StationConfig, *, bounds: BatchesConfig) -> Problem | None:

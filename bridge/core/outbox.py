@@ -33,8 +33,8 @@ class Entry(BaseModel):
     request: MesRequest
     station_id: str
     batch_id: str | None = None
-    # The batch's own identity: batch ids are unique only among active batches (a rework may
-    # reuse one), so entries of one batch are found by this, never by `batch_id`.
+    # The batch's own identity: batch ids are unique only among a station's active batches (a
+    # rework may reuse one), so entries of one batch are found by this, never by `batch_id`.
     batch_uid: str | None = None
     enqueued_at: UtcDatetime
     attempts: int = 0
@@ -74,12 +74,13 @@ class Entry(BaseModel):
         return f"#{self.seq} {request.kind}{process} {request.wip_id}"
 
 
-def batch_key(batch_id: str) -> str:
-    return f"batch/{batch_id}"
+# Batches are stored by their uid, never by their batch_id: two stations may use the same batch_id.
+def batch_key(uid: str) -> str:
+    return f"batch/{uid}"
 
 
-def measurement_key(batch_id: str, name: str) -> str:
-    return f"{_MEASUREMENT}{batch_id}/{name}"
+def measurement_key(uid: str, name: str) -> str:
+    return f"{_MEASUREMENT}{uid}/{name}"
 
 
 _MEASUREMENT = "measurement/"
@@ -89,10 +90,10 @@ def _batch_rows(batch: Batch, names: Iterable[str]) -> dict[str, str | None]:
     """A batch's header, and those of its measurements: each measurement is a row of its own, so
     that a reading costs one small write however many the batch already holds."""
     rows: dict[str, str | None] = {
-        batch_key(batch.batch_id): batch.model_dump_json(exclude={"measurements"})
+        batch_key(batch.uid): batch.model_dump_json(exclude={"measurements"})
     }
     for name in names:
-        rows[measurement_key(batch.batch_id, name)] = batch.measurements[name].model_dump_json()
+        rows[measurement_key(batch.uid, name)] = batch.measurements[name].model_dump_json()
     return rows
 
 
@@ -113,8 +114,8 @@ class Change:
     def writes(self) -> dict[str, str | None]:
         out: dict[str, str | None] = {}
         for batch in self.dropped_batches:
-            out[batch_key(batch.batch_id)] = None
-            out.update({measurement_key(batch.batch_id, name): None for name in batch.measurements})
+            out[batch_key(batch.uid)] = None
+            out.update({measurement_key(batch.uid, name): None for name in batch.measurements})
         for entry in self.dropped_entries:
             out[entry.key()] = None
         for batch in self.batches:
@@ -373,22 +374,22 @@ NEXT_SEQ_KEY = "meta/next_seq"
 
 
 def load_state(rows: dict[str, str]) -> tuple[dict[str, Batch], Outbox]:
-    """Active batches and the outbox from what the store holds."""
+    """Active batches (by uid) and the outbox from what the store holds."""
     batches: dict[str, Batch] = {}
     measured: dict[str, dict[str, Measured]] = {}
     entries: list[str] = []
     for key, text in rows.items():
         if key.startswith("batch/"):
             batch = Batch.model_validate_json(text)
-            batches[batch.batch_id] = batch
+            batches[batch.uid] = batch
         elif key.startswith(_MEASUREMENT):
-            batch_id, name = key[len(_MEASUREMENT) :].split("/", 1)
-            measured.setdefault(batch_id, {})[name] = Measured.model_validate_json(text)
+            uid, name = key[len(_MEASUREMENT) :].split("/", 1)
+            measured.setdefault(uid, {})[name] = Measured.model_validate_json(text)
         elif key.startswith("outbox/"):
             entries.append(text)
-    for batch_id, values in measured.items():
-        if batch_id in batches:
-            batches[batch_id] = batches[batch_id].model_copy(update={"measurements": values})
+    for uid, values in measured.items():
+        if uid in batches:
+            batches[uid] = batches[uid].model_copy(update={"measurements": values})
     # Parsed one at a time: the outbox keeps each as text, never all of them as models at once.
     parsed = (Entry.model_validate_json(text) for text in entries)
     return batches, Outbox(parsed, next_seq=int(rows.get(NEXT_SEQ_KEY, "1")))

@@ -28,6 +28,7 @@ class ProblemCode(StrEnum):
     OUTBOX_FULL = "OUTBOX_FULL"
     STORAGE_FAILED = "STORAGE_FAILED"
     BLOCKED = "BLOCKED"
+    TOO_LARGE_TO_SEND = "TOO_LARGE_TO_SEND"
     RETAINED = "RETAINED"
 
 
@@ -72,8 +73,8 @@ _WORDS: dict[ProblemCode, tuple[str, str]] = {
         "해당 batch_id의 진행 중인 배치가 없습니다",
     ),
     ProblemCode.DUPLICATE_BATCH: (
-        "A batch with this batch_id is already running",
-        "같은 batch_id의 배치가 이미 진행 중입니다",
+        "A batch with this batch_id is already running on this station",
+        "이 스테이션에서 같은 batch_id의 배치가 이미 진행 중입니다",
     ),
     ProblemCode.WIP_BUSY: (
         "This WIP is already in a running batch",
@@ -94,6 +95,10 @@ _WORDS: dict[ProblemCode, tuple[str, str]] = {
     ProblemCode.BLOCKED: (
         "Not sent to the MES because the batch's start (착공) was refused",
         "착공이 거부되어 MES로 전송하지 않았습니다",
+    ),
+    ProblemCode.TOO_LARGE_TO_SEND: (
+        "Not sent to the MES because the request is larger than the bridge may send",
+        "요청이 전송 한도보다 커서 MES로 전송하지 않았습니다",
     ),
 }
 

@@ -183,7 +183,7 @@ class Lifecycle:
 
     def _start(self, tx: Transaction, station: StationConfig, start: BatchStart) -> None:
         ids = {"wip_id": start.wip_id, "process_id": start.process_id, "batch_id": start.batch_id}
-        if is_redelivery(self._state.batches, station.id, start):
+        if is_redelivery(self._state.batches.values(), station.id, start):
             _log.info("batch %s: the same start again: ignored", start.batch_id)
             return
         pending = self._state.outbox.pending_count()

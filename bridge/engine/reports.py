@@ -7,11 +7,13 @@ too long (`outbox.answer_within_s`).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from bridge.config import BridgeConfig
+from bridge.core.batches import too_large_to_send
 from bridge.core.domain import MesState, Result
 from bridge.core.outbox import Change, Entry, new_entry
 from bridge.core.outcomes import LIVE_EVENT, OFFLINE_EVENT, Event
@@ -30,6 +32,8 @@ from bridge.mes import (
     Serial,
     WipStatus,
 )
+
+_log = logging.getLogger(__name__)
 
 
 class DeliveryReports:
@@ -73,11 +77,17 @@ class DeliveryReports:
         return self._state.outbox.get(entry.seq) or entry
 
     async def attempt_starting(self, entry: Entry) -> Entry | None:
-        """The entry, marked as under way on disk; None when it was cancelled meanwhile (its
-        batch aborted before the attempt)."""
+        """The entry, marked as under way on disk; None when it is not to be sent: cancelled
+        meanwhile (its batch aborted before the attempt), or too large to send (then it is a
+        dead letter, never tried)."""
         async with self._state.transaction() as tx:
             current = self._state.outbox.get(entry.seq)
             if current is None:
+                return None
+            too_large = too_large_to_send(current.request, bounds=self._config.batches)
+            if too_large is not None:
+                _log.warning("%s not sent: %s", current.describe(), too_large.detail)
+                self._dead_letter(tx, current, too_large)
                 return None
             started = current.model_copy(
                 update={
@@ -141,29 +151,30 @@ class DeliveryReports:
             tx.publish_all_status()  # the outbox counts changed
 
     async def gave_up(self, entry: Entry, error: MesError) -> None:
-        now = self._clock()
-        reason = error.to_dict()
         async with self._state.transaction() as tx:
-            entry = self._current(entry)
-            dead = [_dead(entry, reason, now)]
-            blocked = Problem(ProblemCode.BLOCKED, f"{entry.describe()} was refused: {error}")
-            dependents = self._state.outbox.same_batch_after(entry)
-            dead += [_dead(other, blocked.to_dict(), now) for other in dependents]
-            change = Change(entries=dead)
-            ended = next(
-                (b for b in self._state.batches.values() if b.uid == entry.batch_uid), None
-            )
-            if entry.action == "start" and ended is not None:
-                change.dropped_batches.append(ended)  # a refused 착공: the batch ends
-            tx.stage(change)
-            refused: list[tuple[Entry, MesError | Problem]] = [(entry, error)]
-            refused += [(other, blocked) for other in dependents]
-            for item, why in refused:
-                ids = {"action": item.action, **entry_ids(item)}
-                tx.error(item.station_id, why, **ids)
-                if item.announced:  # the tablet was told it is queued: close that story too
-                    tx.result(item.station_id, Event.SYNC_FAILED, error=why.to_dict(), **ids)
-            tx.publish_all_status()  # the outbox counts changed
+            self._dead_letter(tx, self._current(entry), error)
+
+    def _dead_letter(self, tx: Transaction, entry: Entry, error: MesError | Problem) -> None:
+        """The entry refused for good, with what depends on it; their tablets are told."""
+        now = self._clock()
+        dead = [_dead(entry, error.to_dict(), now)]
+        said = str(error) if isinstance(error, MesError) else f"{error.code}: {error.detail}"
+        blocked = Problem(ProblemCode.BLOCKED, f"{entry.describe()} was refused: {said}")
+        dependents = self._state.outbox.same_batch_after(entry)
+        dead += [_dead(other, blocked.to_dict(), now) for other in dependents]
+        change = Change(entries=dead)
+        ended = self._state.batches.get(entry.batch_uid or "")
+        if entry.action == "start" and ended is not None:
+            change.dropped_batches.append(ended)  # a refused 착공: the batch ends
+        tx.stage(change)
+        refused: list[tuple[Entry, MesError | Problem]] = [(entry, error)]
+        refused += [(other, blocked) for other in dependents]
+        for item, why in refused:
+            ids = {"action": item.action, **entry_ids(item)}
+            tx.error(item.station_id, why, **ids)
+            if item.announced:  # the tablet was told it is queued: close that story too
+                tx.result(item.station_id, Event.SYNC_FAILED, error=why.to_dict(), **ids)
+        tx.publish_all_status()  # the outbox counts changed
 
     def watch_answer(self, entry: Entry) -> None:
         """If the first attempt has not answered within `outbox.answer_within_s`, tell the

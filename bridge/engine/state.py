@@ -56,6 +56,7 @@ class Transaction:
         self.answers: list[Answer] = []
         self._effects: list[Callable[[], None]] = []
         # What memory held before this transaction touched it: enough to undo it (None: absent).
+        # Batches by uid, entries by seq.
         self._old_batches: dict[str, Batch | None] = {}
         self._old_entries: dict[int, Entry | None] = {}
 
@@ -67,12 +68,12 @@ class Transaction:
         for entry in [*change.entries, *change.dropped_entries]:
             self._old_entries.setdefault(entry.seq, state.outbox.get(entry.seq))
         for batch in [*change.updated_batches(), *change.dropped_batches]:
-            self._old_batches.setdefault(batch.batch_id, state.batches.get(batch.batch_id))
+            self._old_batches.setdefault(batch.uid, state.batches.get(batch.uid))
         state.outbox.apply(change)
         for batch in change.dropped_batches:
-            state.batches.pop(batch.batch_id, None)
+            state.batches.pop(batch.uid, None)
         for batch in change.updated_batches():
-            state.batches[batch.batch_id] = batch
+            state.batches[batch.uid] = batch
 
     def put(self, key: str, value: str | None) -> None:
         """A row of the bridge's own bookkeeping, written in the same commit."""
@@ -116,11 +117,11 @@ class Transaction:
         state = self._state
         for seq, entry in self._old_entries.items():
             state.outbox.put(seq, entry)
-        for batch_id, batch in self._old_batches.items():
+        for uid, batch in self._old_batches.items():
             if batch is None:
-                state.batches.pop(batch_id, None)
+                state.batches.pop(uid, None)
             else:
-                state.batches[batch_id] = batch
+                state.batches[uid] = batch
 
     def _run_effects(self) -> None:
         for effect in self._effects:
@@ -141,7 +142,7 @@ class State:
         self.clock = clock
         self.publish = publish
         self.topics = Topics(config.mqtt.topic_prefix)
-        self.batches: dict[str, Batch] = {}
+        self.batches: dict[str, Batch] = {}  # by uid: batch ids are unique per station only
         self.outbox = Outbox()
         self.mes_state = MesState.UNKNOWN
         self.mes_confirmed_at: datetime | None = (

@@ -110,8 +110,8 @@ async def test_a_commit_cancelled_midway_is_in_memory_as_it_is_on_disk(
         await asyncio.create_task(open_it())
     await store.close()
     on_disk, _ = load_state(read_directory(config.store_dir))
-    assert list(on_disk) == ["B1"]
-    assert list(state.batches) == ["B1"]
+    assert list(on_disk) == ["U1"]  # batches are kept by uid
+    assert list(state.batches) == ["U1"]
 
 
 async def test_a_failed_commit_leaves_memory_as_it_was(config: BridgeConfig) -> None:

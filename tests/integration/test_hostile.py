@@ -120,10 +120,14 @@ async def test_another_stations_batch_is_not_named(tablet: Tablet, sim: MesSimul
     await tablet.send("2", Inbound.START, start(wip))
     busy = await tablet.expect("2", R.ERROR)
     assert busy["error"]["code"] == "WIP_BUSY" and "B-SECRET-1" not in str(busy)
+    # The same batch id is station 2's to use: refusing it would confirm station 1's.
     await tablet.send("2", Inbound.START, start(sim.wip_ids[4], batch_id="B-SECRET-1"))
-    duplicate = await tablet.expect("2", R.ERROR, where=lambda p: p["wip_id"] == sim.wip_ids[4])
+    own = await tablet.expect("2", R.STARTED, where=event("PROCESS_STARTED"))
+    assert (own["wip_id"], own["batch_id"]) == (sim.wip_ids[4], "B-SECRET-1")
+    await tablet.send("2", Inbound.START, start(sim.wip_ids[5], batch_id="B-SECRET-1"))
+    duplicate = await tablet.expect("2", R.ERROR, where=lambda p: p["wip_id"] == sim.wip_ids[5])
     assert duplicate["error"]["code"] == "DUPLICATE_BATCH"
-    assert "station" not in duplicate["error"]["detail"] and wip not in str(duplicate)
+    assert "on this station" in duplicate["error"]["detail"] and wip not in str(duplicate)
 
 
 async def test_unknown_stations_are_answered_on_the_bridge_topic_only(

@@ -217,15 +217,26 @@ async def test_dead_letters_retried_and_dropped_and_a_batch_ended_while_the_brid
         stuck = {"wip_id": sim.wip_ids[2], "process_id": 1, "operator_id": OPERATOR}
         await tablet.send("1", Inbound.START, {**stuck, "batch_id": "stuck"})
         await tablet.expect("1", ResultKind.STARTED, where=lambda p: p["batch_id"] == "stuck")
+        # Station 2 names a batch of its own the same.
+        await tablet.send(
+            "2", Inbound.START, {**stuck, "wip_id": sim.wip_ids[3], "batch_id": "stuck"}
+        )
+        await tablet.expect("2", ResultKind.STARTED, where=lambda p: p["batch_id"] == "stuck")
         batches = await cli("batch", "list", "--config", str(path))
         assert f"stuck  station 1  {sim.wip_ids[2]}  process 1" in batches.stdout
-        ended = await cli("batch", "end", "--config", str(path), "stuck")
+        assert f"stuck  station 2  {sim.wip_ids[3]}  process 1" in batches.stdout
+        which = await cli("batch", "end", "--config", str(path), "stuck")
+        assert which.returncode == 2 and "say which with --station" in which.stderr
+        ended = await cli("batch", "end", "--config", str(path), "--station", "1", "stuck")
         assert ended.returncode == 0 and "ended: stuck  station 1" in ended.stdout, ended.stderr
         aborted = await tablet.expect("1", ResultKind.COMPLETED, where=event("BATCH_ABORTED"))
         assert aborted["batch_id"] == "stuck" and "operator" in aborted["reason"]
         await tablet.status("1", lambda s: s["state"] == "idle")
-        unknown = await cli("batch", "end", "--config", str(path), "stuck")
-        assert unknown.returncode == 2 and "no active batch 'stuck'" in unknown.stderr
+        await tablet.status("2", lambda s: s["state"] == "running")
+        unknown = await cli("batch", "end", "--config", str(path), "--station", "1", "stuck")
+        assert unknown.returncode == 2 and "no active batch 'stuck' on station 1" in unknown.stderr
+        ended = await cli("batch", "end", "--config", str(path), "stuck")  # the one left
+        assert ended.returncode == 0 and "ended: stuck  station 2" in ended.stdout, ended.stderr
     assert not socket_file.exists()
 
 

@@ -11,7 +11,8 @@ import diskcache
 
 from bridge.adapters.store import FORMAT, FORMAT_KEY, SETTINGS, Store, StoreError, read_directory
 
-ROWS = {"meta/next_seq": "3", "batch/B1": '{"batch_id": "B1"}'}
+# Rows no migration changes (tests/integration/test_old_store.py: those that move).
+ROWS = {"meta/next_seq": "3", "meta/broker_session": '"seen"'}
 
 
 def write_store(directory: Path, rows: dict[str, str]) -> None:

@@ -155,8 +155,13 @@ class Model:
                 for b in self.batches
             ):
                 return "ignored", None, None  # the same start again
+            # A batch id is refused only when the station's own active batch has it.
             if any(
-                (said.batch_id is not None and b.batch_id == said.batch_id) or b.wip == wip
+                (
+                    said.batch_id is not None
+                    and (b.station, b.batch_id) == (said.station, said.batch_id)
+                )
+                or b.wip == wip
                 for b in self.batches
             ):
                 return "refused", None, None

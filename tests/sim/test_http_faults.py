@@ -55,6 +55,22 @@ def test_drop_response_commits_then_disconnects(sim: MesSimulator, mes: Mes) -> 
     assert mes.complete(101, 1).status_code == 400  # the replay is a duplicate PASS
 
 
+def test_a_body_over_max_body_bytes_gets_the_connection_closed_unread(
+    sim: MesSimulator, mes: Mes
+) -> None:
+    assert mes.start(101, 1).status_code == 200
+    sim.set_faults(max_body_bytes=2000)
+    with pytest.raises(httpx.TransportError):
+        mes.complete(101, 1, measurements={"curve": "x" * 5000})
+    assert history(sim) == []
+    assert sim.ledger()["bodies_refused"] == 1
+    assert mes.complete(101, 1, measurements={"torque": 1.5}).status_code == 200  # small: taken
+    assert sim.ledger()["bodies_refused"] == 1
+    with httpx.Client(base_url=sim.url) as http:  # the simulator's own endpoints: never cut
+        assert http.post("/sim/faults", json={"path_contains": "x" * 3000}).status_code == 200
+    assert sim.set_faults(max_body_bytes=None)["max_body_bytes"] is None
+
+
 def test_a_fault_can_hit_exactly_one_matching_request(sim: MesSimulator, mes: Mes) -> None:
     sim.set_faults(mode="drop_response", path_contains="/complete-process", times=1)
     assert mes.start(101, 1).status_code == 200  # not a completion: answered
@@ -128,6 +144,8 @@ def test_fault_validation(sim: MesSimulator) -> None:
             {"delay_s": "5"},
             {"expire_tokens": "yes"},
             {"convert": True},
+            {"max_body_bytes": -1},
+            {"max_body_bytes": "1"},
         ):
             answer = http.post("/sim/faults", json=bad)
             assert answer.status_code == 400 and answer.json()["detail"], bad

@@ -82,11 +82,11 @@ def test_drop_deletes_dead_letters_only() -> None:
         plan_drop(outbox(), [4])
 
 
-def batch(batch_id: str, wip: str) -> Batch:
+def batch(batch_id: str, wip: str, station: str = "9") -> Batch:
     return Batch(
         batch_id=batch_id,
-        uid=f"u-{batch_id}",
-        station_id="9",
+        uid=f"u-{batch_id}" if station == "9" else f"u-{batch_id}-{station}",
+        station_id=station,
         wip_id=wip,
         process=4,
         operator_id=2,
@@ -101,14 +101,35 @@ def test_ending_a_batch_drops_its_start_not_yet_sent() -> None:
             entry(5, start("WIP-4"), batch_id="b4", attempts=1),
         ]
     )
-    batches = {"b3": batch("b3", "WIP-3"), "b4": batch("b4", "WIP-4")}
+    batches = {"u-b3": batch("b3", "WIP-3"), "u-b4": batch("b4", "WIP-4")}
     unsent = plan_end_batch(batches, box, "b3")
-    assert unsent.dropped_batches == [batches["b3"]]
+    assert unsent.dropped_batches == [batches["u-b3"]]
     assert [e.seq for e in unsent.dropped_entries] == [4]
     tried = plan_end_batch(batches, box, "b4")  # it may be at the MES: delivered as usual
-    assert tried.dropped_batches == [batches["b4"]] and tried.dropped_entries == []
+    assert tried.dropped_batches == [batches["u-b4"]] and tried.dropped_entries == []
     with pytest.raises(AdminError, match="there is no active batch 'b5'"):
         plan_end_batch(batches, box, "b5")
+
+
+def test_ending_a_batch_whose_id_two_stations_use_needs_the_station() -> None:
+    mine, theirs = batch("b3", "WIP-3"), batch("b3", "WIP-4", station="7")
+    box = Outbox(
+        [
+            entry(4, start("WIP-3"), batch_id="b3", station_id="9"),
+            entry(5, start("WIP-4"), batch_id="b3", batch_uid=theirs.uid, station_id="7"),
+        ]
+    )
+    batches = {mine.uid: mine, theirs.uid: theirs}
+    with pytest.raises(
+        AdminError, match=r"stations 7, 9 each have an active batch 'b3'.*--station"
+    ):
+        plan_end_batch(batches, box, "b3")
+    ended = plan_end_batch(batches, box, "b3", "7")
+    assert ended.dropped_batches == [theirs]
+    assert [e.seq for e in ended.dropped_entries] == [5]
+    assert plan_end_batch(batches, box, "b3", "9").dropped_batches == [mine]
+    with pytest.raises(AdminError, match="there is no active batch 'b3' on station 8"):
+        plan_end_batch(batches, box, "b3", "8")
 
 
 def test_report_names_each_record() -> None:
@@ -116,7 +137,7 @@ def test_report_names_each_record() -> None:
     report_change(plan_retry(outbox(), [1]), out=out)
     report_change(plan_drop(outbox(), [3]), out=out)
     box = Outbox([entry(4, start("WIP-3"), batch_id="b3")])
-    report_change(plan_end_batch({"b3": batch("b3", "WIP-3")}, box, "b3"), out=out)
+    report_change(plan_end_batch({"u-b3": batch("b3", "WIP-3")}, box, "b3"), out=out)
     assert out.getvalue().splitlines() == [
         "back in the queue: #1 start process 4 WIP-1",
         "back in the queue: #2 complete process 4 WIP-1",

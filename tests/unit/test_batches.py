@@ -18,6 +18,7 @@ from bridge.core.batches import (
     request_bytes,
     select_batch,
     station_time,
+    too_large_to_send,
     within_bounds,
 )
 from bridge.core.domain import Result
@@ -117,13 +118,6 @@ def test_open_batch(station: StationConfig, payload: BatchStart, expected: dict[
         ([], start(process_id=1), "B9", ProblemCode.PROCESS_NOT_AT_STATION, "not 1"),
         ([], start(process_id=4), "B9", ProblemCode.PROCESS_NOT_AT_STATION, "[2, 3]"),
         ([batch(batch_id="B9", wip_id="WIP-2")], start(), "B9", ProblemCode.DUPLICATE_BATCH, "B9"),
-        (
-            [batch(batch_id="B9", wip_id="WIP-2", station_id="s2")],
-            start(),
-            "B9",
-            ProblemCode.DUPLICATE_BATCH,
-            "B9",
-        ),
         ([batch(batch_id="B1")], start(), "B9", ProblemCode.WIP_BUSY, "batch B1"),
         (
             [batch(batch_id="B1", station_id="s7", process=5)],
@@ -144,7 +138,6 @@ def test_open_batch(station: StationConfig, payload: BatchStart, expected: dict[
         "process-not-at-station",
         "process-not-at-station-names-list",
         "duplicate-batch-id",
-        "duplicate-batch-id-at-other-station",
         "wip-busy-here",
         "wip-busy-at-other-station",
         "wip-busy-among-several",
@@ -159,21 +152,30 @@ def test_open_batch_refused(
     assert detail in problem.detail
 
 
+def test_a_refusal_names_nothing_of_another_station() -> None:
+    other = batch(batch_id="B-SECRET", station_id="s7", process=5)
+    problem = open_batch([other], STATION, start(), batch_id="B9", uid="U9", now=NOW)
+    assert isinstance(problem, Problem) and problem.code is ProblemCode.WIP_BUSY, problem
+    assert "B-SECRET" not in problem.detail and "s7" not in problem.detail
+    assert "process 5" not in problem.detail
+
+
 @pytest.mark.parametrize(
-    ("other", "payload", "batch_id"),
+    "others",
     [
-        (batch(batch_id="B-SECRET", station_id="s7", process=5), start(), "B9"),
-        (batch(batch_id="B-SECRET", wip_id="WIP-2", station_id="s7"), start(), "B-SECRET"),
+        [batch(batch_id="B-SHARED", wip_id="WIP-2", station_id="s7")],
+        [
+            batch(batch_id="B-SHARED", wip_id="WIP-2", station_id="s7", uid="U2"),
+            batch(batch_id="B-SHARED", wip_id="WIP-3", station_id="s8", uid="U3"),
+        ],
     ],
-    ids=["wip-busy", "duplicate-batch"],
+    ids=["one-other-station", "two-other-stations"],
 )
-def test_a_refusal_names_nothing_of_another_station(
-    other: Batch, payload: BatchStart, batch_id: str
-) -> None:
-    problem = open_batch([other], STATION, payload, batch_id=batch_id, uid="U9", now=NOW)
-    assert isinstance(problem, Problem), problem
-    shown = problem.detail.replace(batch_id, "")  # the station's own batch_id may be echoed
-    assert "B-SECRET" not in shown and "s7" not in shown and "process 5" not in shown
+def test_a_batch_id_another_station_uses_is_this_stations_to_use(others: list[Batch]) -> None:
+    # Refused, it would tell the station that the id is in use somewhere else.
+    opened = open_batch(others, STATION, start(), batch_id="B-SHARED", uid="U9", now=NOW)
+    assert isinstance(opened, Batch), opened
+    assert (opened.batch_id, opened.uid, opened.station_id) == ("B-SHARED", "U9", "s1")
 
 
 def test_open_batch_beside_other_wips() -> None:
@@ -578,7 +580,7 @@ def test_a_complete_that_would_cross_the_size_is_refused() -> None:
     ids=["same", "other-station", "other-wip", "other-process", "no-batch-id", "other-batch-id"],
 )
 def test_is_redelivery(station_id: str, payload: BatchStart, again: bool) -> None:
-    assert is_redelivery({"B1": batch()}, station_id, payload) is again
+    assert is_redelivery([batch()], station_id, payload) is again
 
 
 def test_a_batch_equals_its_copy_from_disk_whatever_it_has_counted() -> None:
@@ -587,3 +589,32 @@ def test_a_batch_equals_its_copy_from_disk_whatever_it_has_counted() -> None:
     loaded = Batch.model_validate(running.model_dump())
     assert loaded == running and running == loaded
     assert record(loaded, measured({"b": 2})) != running
+
+
+# -- too_large_to_send -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "refused"),
+    [({"a": 1}, False), ({"a": "x" * 1500}, False), ({"a": "x" * 2100}, True)],
+    ids=["small", "under-the-bound", "over-the-bound"],
+)
+def test_too_large_to_send(values: dict[str, Any], refused: bool) -> None:
+    # A 완공 queued before the bound existed: nothing bounded it when it was made.
+    request = CompleteProcess(
+        wip_id="WIP-1",
+        process=2,
+        operator_id=7,
+        result=Result.PASS,
+        started_at=T0,
+        completed_at=NOW,
+        measurements=values,
+    )
+    problem = too_large_to_send(request, bounds=BOUNDS)
+    if not refused:
+        assert problem is None
+        return
+    assert isinstance(problem, Problem) and problem.code is ProblemCode.TOO_LARGE_TO_SEND
+    assert problem.detail == (
+        f"the request is {request_bytes(request)} bytes; batches.max_request_bytes is 2048"
+    )

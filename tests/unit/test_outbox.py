@@ -276,6 +276,7 @@ def test_apply_of_a_dead_letter_keeps_it_out_of_pending() -> None:
 
 BATCH = Batch(
     batch_id="B1",
+    uid="u1",
     station_id="s1",
     wip_id="WIP-1",
     process=2,
@@ -312,6 +313,7 @@ def test_any_change_writes_something(change: Change) -> None:
 
 B0 = Batch(
     batch_id="B0",
+    uid="u0",
     station_id="s1",
     wip_id="WIP-0",
     process=1,
@@ -331,19 +333,19 @@ def test_writes_keys_and_json_values() -> None:
     writes = change.writes()
     assert set(writes) == {
         "outbox/000000000012",
-        "batch/B1",
-        "measurement/B1/torque",
-        "measurement/B1/label",
-        "measurement/B1/curve",
-        "batch/B0",
-        "measurement/B0/gap",
+        "batch/u1",
+        "measurement/u1/torque",
+        "measurement/u1/label",
+        "measurement/u1/curve",
+        "batch/u0",
+        "measurement/u0/gap",
         "outbox/000000000003",
     }
-    assert writes["batch/B0"] is None and writes["measurement/B0/gap"] is None
+    assert writes["batch/u0"] is None and writes["measurement/u0/gap"] is None
     assert writes["outbox/000000000003"] is None
     stored_entry = writes["outbox/000000000012"]
-    stored_batch = writes["batch/B1"]
-    stored_torque = writes["measurement/B1/torque"]
+    stored_batch = writes["batch/u1"]
+    stored_torque = writes["measurement/u1/torque"]
     assert stored_entry is not None and stored_batch is not None and stored_torque is not None
     entry_json = json.loads(stored_entry)
     assert entry_json["seq"] == 12
@@ -360,15 +362,15 @@ def test_writes_keys_and_json_values() -> None:
 
 def test_new_measurements_write_only_themselves_and_the_header() -> None:
     writes = Change(measured=[(BATCH, ["label"])]).writes()
-    assert set(writes) == {"batch/B1", "measurement/B1/label"}
+    assert set(writes) == {"batch/u1", "measurement/u1/label"}
 
 
 def test_a_measurement_name_may_hold_slashes() -> None:
     batch = B0.model_copy(update={"measurements": {"step/3/torque": Measured(value=1.0)}})
     rows = {k: v for k, v in Change(batches=[batch]).writes().items() if v is not None}
-    assert "measurement/B0/step/3/torque" in rows
+    assert "measurement/u0/step/3/torque" in rows
     batches, _ = load_state(rows)
-    assert batches["B0"] == batch
+    assert batches["u0"] == batch
 
 
 @pytest.mark.parametrize(
@@ -380,13 +382,20 @@ def test_entry_keys_sort_by_seq(seq: int, key: str) -> None:
     assert entry(seq, start()).key() == key
 
 
-def test_batch_key() -> None:
-    assert batch_key("B-1:a") == "batch/B-1:a"
+def test_batches_are_kept_by_uid_not_by_their_stations_batch_id() -> None:
+    assert batch_key("0f3a9c") == "batch/0f3a9c"
+    other = BATCH.model_copy(update={"uid": "u9", "station_id": "s2"})  # the same batch_id
+    writes = Change(batches=[BATCH, other]).writes()
+    assert writes["batch/u1"] is not None and writes["batch/u9"] is not None
+    assert writes["measurement/u1/torque"] is not None
+    assert writes["measurement/u9/torque"] is not None
+    batches, _ = load_state({k: v for k, v in writes.items() if v is not None})
+    assert batches == {"u1": BATCH, "u9": other}
 
 
 def test_a_batch_written_and_dropped_in_one_change_is_written() -> None:
     writes = Change(batches=[BATCH], dropped_batches=[BATCH]).writes()
-    assert writes["batch/B1"] is not None and writes["measurement/B1/torque"] is not None
+    assert writes["batch/u1"] is not None and writes["measurement/u1/torque"] is not None
 
 
 # -- load_state ----------------------------------------------------------------------------------
@@ -413,7 +422,15 @@ ENTRIES = [
 ]
 BATCHES = [
     BATCH,
-    Batch(batch_id="B2", station_id="s2", wip_id="WIP-2", process=1, operator_id=3, started_at=T0),
+    Batch(
+        batch_id="B2",
+        uid="u2",
+        station_id="s2",
+        wip_id="WIP-2",
+        process=1,
+        operator_id=3,
+        started_at=T0,
+    ),
 ]
 
 
@@ -421,7 +438,7 @@ def test_load_state_reloads_what_writes_stored_unchanged() -> None:
     rows = Change(entries=ENTRIES, batches=BATCHES).writes()
     stored = {key: value for key, value in rows.items() if value is not None}
     batches, outbox = load_state(stored)
-    assert batches == {"B1": BATCHES[0], "B2": BATCHES[1]}
+    assert batches == {"u1": BATCHES[0], "u2": BATCHES[1]}
     assert list(outbox) == ENTRIES
     assert [type(e.request) for e in outbox] == [
         StartProcess,
