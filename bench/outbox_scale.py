@@ -11,14 +11,17 @@ loopback port, so every request fails at once and the bridge answers `…_OFFLIN
 
 In each, a tablet sends K `batch/start`s (new WIPs, round robin over the stations, one at a time)
 and times each to its `result/started`; a task on the bridge's event loop sleeps 5 ms at a time
-and records how late it wakes (loop lag). Printed: p50/p95/max of start -> answer and the longest
-stall for both, and full/empty. A measurement, no thresholds: see bench/README.md.
+and records how late it wakes (loop lag). At the end of each phase, with the bridge still running,
+one full pass of the cyclic GC is timed (`gc.collect()`): the longest stall the GC can cause, which
+a run of K starts may or may not meet. Printed: p50/p95/max of start -> answer, the longest stall
+and the GC pass for both, and full/empty. A measurement, no thresholds: see bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import statistics
 import sys
@@ -45,7 +48,7 @@ async def watch_lag(stalls: list[float]) -> None:
         stalls.append(loop.time() - before - LAG_TICK_S)
 
 
-async def phase(pending: int, stations: int, starts: int) -> tuple[list[float], float]:
+async def phase(pending: int, stations: int, starts: int) -> tuple[list[float], float, float]:
     tag = new_tag()
     with tempfile.TemporaryDirectory(prefix="bench-outbox-") as data_dir:
         bridge = config(Path(data_dir), tag, stations)
@@ -85,10 +88,13 @@ async def phase(pending: int, stations: int, starts: int) -> tuple[list[float], 
                 latencies.append(at - sent)
             lag.cancel()
             reader.cancel()
+            collecting = time.perf_counter()
+            gc.collect()  # on the loop, as the GC's own full pass would run
+            gc_pass = time.perf_counter() - collecting
         retained = [topics.status(station.id) for station in bridge.stations]
         retained.append(topics.availability(bridge.bridge_id))
         await forget(Endpoint("mosquitto", *MOSQUITTO), bridge.client_id, retained=retained)
-    return latencies, max(stalls, default=0.0)
+    return latencies, max(stalls, default=0.0), gc_pass
 
 
 def summary(latencies: Sequence[float]) -> tuple[float, float, float]:
@@ -100,13 +106,20 @@ def summary(latencies: Sequence[float]) -> tuple[float, float, float]:
 async def main_async(args: argparse.Namespace) -> None:
     print(machine())
     print(f"{args.pending} pending over {args.stations} stations, {args.starts} starts each phase")
-    empty, empty_stall = await phase(0, args.stations, args.starts)
-    full, full_stall = await phase(args.pending, args.stations, args.starts)
-    print(f"{'phase':<7} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'longest stall ms':>17}")
-    for name, latencies, stall in (("empty", empty, empty_stall), ("full", full, full_stall)):
+    empty, empty_stall, empty_gc = await phase(0, args.stations, args.starts)
+    full, full_stall, full_gc = await phase(args.pending, args.stations, args.starts)
+    print(
+        f"{'phase':<7} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'longest stall ms':>17} "
+        f"{'GC pass ms':>11}"
+    )
+    for name, latencies, stall, gc_pass in (
+        ("empty", empty, empty_stall, empty_gc),
+        ("full", full, full_stall, full_gc),
+    ):
         p50, p95, top = summary(latencies)
         print(
-            f"{name:<7} {p50 * 1e3:>8.1f} {p95 * 1e3:>8.1f} {top * 1e3:>8.1f} {stall * 1e3:>17.1f}"
+            f"{name:<7} {p50 * 1e3:>8.1f} {p95 * 1e3:>8.1f} {top * 1e3:>8.1f} {stall * 1e3:>17.1f} "
+            f"{gc_pass * 1e3:>11.1f}"
         )
     (e50, e95, _), (f50, f95, _) = summary(empty), summary(full)
     print(f"full/empty: p50 {f50 / e50:.2f}, p95 {f95 / e95:.2f}")

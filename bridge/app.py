@@ -25,7 +25,7 @@ import signal
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-from bridge.adapters.broker import EmbeddedBroker, EmbeddedBrokerError, is_loopback
+from bridge.adapters.listening import EmbeddedBrokerError, HttpEndpointError, is_loopback
 from bridge.adapters.mqtt import MqttLink
 from bridge.adapters.notify import Notifier, notify_settings
 from bridge.adapters.store import StoreError
@@ -41,7 +41,6 @@ from bridge.engine.state import State
 from bridge.faults import Faults
 from bridge.mes import MesClient
 from bridge.version import bridge_version
-from bridge.web import endpoint
 from bridge.web.metrics import BridgeMetrics, MeteredStore
 from bridge.web.overview import DeviceBoard, Overview
 from devices import GaugeReader
@@ -59,6 +58,9 @@ async def _broker(config: MqttConfig) -> AsyncIterator[MqttConfig]:
     if not config.embedded:
         yield config
         return
+    # Imported only here: amqtt is megabytes of memory that a bridge using Mosquitto never needs.
+    from bridge.adapters.broker import EmbeddedBroker
+
     # Bound to a loopback address (the default) only this box can connect; bound to a LAN
     # address or 0.0.0.0, the stations and tablets on it are meant to.
     remote = not is_loopback(config.host)
@@ -189,6 +191,9 @@ async def _endpoint(
     if address is None:
         yield
         return
+    # Imported only here: aiohttp is megabytes of memory that a bridge without it never needs.
+    from bridge.web import endpoint
+
     async with endpoint.serving(
         endpoint.endpoint_app(overview, metrics), host=address[0], port=address[1]
     ):
@@ -230,7 +235,7 @@ def main(config: BridgeConfig) -> int:
 
     try:
         asyncio.run(supervised())
-    except (StoreError, EmbeddedBrokerError, endpoint.HttpEndpointError) as error:
+    except (StoreError, EmbeddedBrokerError, HttpEndpointError) as error:
         _log.error("cannot run: %s", error)
         return 2
     _log.info("stopped")

@@ -1,6 +1,6 @@
 """The adapters: thin I/O around the core and the engine (the MQTT link and its outgoing queue,
-the embedded broker, the store on disk, TLS contexts, secret files, systemd's notify socket, the
-log format).
+the embedded broker and what a server that cannot listen says, the store on disk, TLS contexts,
+secret files, systemd's notify socket, the log format).
 """
 
 from __future__ import annotations
@@ -10,12 +10,8 @@ from typing import TYPE_CHECKING
 from bridge._exports import find
 
 if TYPE_CHECKING:
-    from bridge.adapters.broker import (
-        EmbeddedBroker,
-        EmbeddedBrokerError,
-        find_free_port,
-        is_loopback,
-    )
+    from bridge.adapters.broker import EmbeddedBroker, find_free_port
+    from bridge.adapters.listening import EmbeddedBrokerError, HttpEndpointError, is_loopback
     from bridge.adapters.logs import setup
     from bridge.adapters.mqtt import MqttLink
     from bridge.adapters.notify import Notifier, notify_settings
@@ -26,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EmbeddedBroker",
     "EmbeddedBrokerError",
+    "HttpEndpointError",
     "MqttLink",
     "Notifier",
     "Store",

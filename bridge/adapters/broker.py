@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import logging
 import socket
 from dataclasses import dataclass
@@ -62,6 +61,8 @@ from typing import Any, Self
 from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
 from amqtt.broker import Broker
 from amqtt.plugins.base import BaseAuthPlugin
+
+from bridge.adapters.listening import EmbeddedBrokerError, is_loopback
 
 __all__ = [
     "BrokerPortInUseError",
@@ -79,22 +80,8 @@ _CONNECTION_DRAIN_S = 5.0
 _FILE_AUTH_PLUGIN = "amqtt.plugins.authentication.FileAuthPlugin"
 
 
-class EmbeddedBrokerError(OSError):
-    """The embedded broker could not start (its address could not be bound, or amqtt failed)."""
-
-
 class BrokerPortInUseError(EmbeddedBrokerError):
     """host:port is already taken (another broker, another bridge): `errno` is EADDRINUSE."""
-
-
-def is_loopback(address: str | None) -> bool:
-    """Whether an address (or "localhost") is this machine's loopback."""
-    if not address:
-        return False
-    try:
-        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return address == "localhost"
 
 
 class _LoopbackAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]

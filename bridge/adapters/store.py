@@ -112,6 +112,11 @@ SETTINGS: dict[str, Any] = {
     # diskcache writes large values to files of their own, without fsync: keep every value in
     # SQLite, where the commit covers it.
     "disk_min_file_size": 1 << 30,
+    # The bridge reads the store once, at start, and keeps what it needs: SQLite's memory map
+    # (64 MB by default) and page cache (32 MB) would keep up to the whole file resident after
+    # that read, for nothing (bench/README.md, memory.py).
+    "sqlite_mmap_size": 0,
+    "sqlite_cache_size": 256,  # pages: 1 MB
 }
 
 

@@ -1,5 +1,10 @@
 """Delivers the outbox to the MES: one lane per WIP, strictly one request in flight per lane.
 
+A lane is a task only while its WIP can go: a WIP waiting for its next attempt has a timer (one
+heap for all), and one waiting for the MES to come back is in a set; either starts its lane again
+when its time comes. A long outage's thousands of waiting WIPs cost no task each (memory, and the
+cyclic GC's passes over them).
+
 The dispatcher decides *when* to send and what an answer means (with `bridge.core.retry`); what
 happens to batches, entries and result topics is the listener's business
 (`bridge.engine.reports`), so that one place changes state and writes it to disk.
@@ -14,12 +19,12 @@ A lane that fails in an unexpected way is restarted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import heapq
 import logging
 import random
 from collections.abc import Callable
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from bridge.adapters.store import StoreError
 from bridge.core.domain import MesState
@@ -44,6 +49,10 @@ Answer = WipItem | Completion | Serial | None
 
 # How often /health is asked while the MES does not even answer that (free of its rate limit).
 _KNOCK_EVERY_S = 0.5
+# At start, the heads of this many waiting WIPs are read between two turns of the event loop.
+_SCHEDULED_PER_STEP = 256
+# Stale items the timer heap may hold beyond twice the timed WIPs before it is rebuilt.
+_STALE_TIMERS_KEPT = 64
 
 
 class DeliveryListener(Protocol):
@@ -59,6 +68,18 @@ class DeliveryListener(Protocol):
     async def gave_up(self, entry: Entry, error: MesError) -> None: ...
 
     def mes_state_changed(self, state: MesState) -> None: ...
+
+
+class _Until(NamedTuple):
+    """How long a WIP's head must wait before it may go: `seconds`, or (None) until the MES
+    answers again. A `firm` wait (a request whose outcome is unknown settling) is not cut
+    short by a recovery."""
+
+    seconds: float | None
+    firm: bool = False
+
+
+_UNTIL_BACK = _Until(None)
 
 
 class Dispatcher:
@@ -88,8 +109,17 @@ class Dispatcher:
         self._jitter = jitter
         self._faults = faults or Faults()
         self._outage = Outage(threshold=offline_after)
+        # A WIP with pending entries is in one of three places: a lane (a task) delivers it now;
+        # it waits for its time (a timer); or it waits for the MES to come back. Only the first
+        # costs a task: a long outage's thousands of waiting WIPs cost a set entry each.
         self._lanes: dict[str, asyncio.Task[None]] = {}
-        self._hurry: dict[str, asyncio.Event] = {}
+        self._due: dict[str, float] = {}  # WIP -> the loop time its head may go
+        self._firm: set[str] = set()  # those of `_due` that a recovery does not hurry
+        self._timers: list[tuple[float, str]] = []  # a heap over `_due`; stale items skipped
+        self._timer: asyncio.TimerHandle | None = None
+        self._held: set[str] = set()  # waiting for the MES to answer again
+        # Let go by a recovery: the next turn goes without waiting for its backoff.
+        self._hurried: set[str] = set()
         # WIPs whose request was under way when the bridge stopped: the MES may still be at it.
         self._unsettled: set[str] = set()
         self._release: asyncio.Task[None] | None = None
@@ -102,28 +132,66 @@ class Dispatcher:
     def offline(self) -> bool:
         return self.state in (MesState.OFFLINE, MesState.AUTH_FAILED)
 
+    @property
+    def running_lanes(self) -> int:
+        """WIPs being delivered now, a task each (those waiting for a time or the MES have none)."""
+        return len(self._lanes)
+
+    @property
+    def timed_lanes(self) -> int:
+        """WIPs waiting for their next attempt's time, without a task."""
+        return len(self._due)
+
+    @property
+    def held_lanes(self) -> int:
+        """WIPs waiting for the MES to answer again, without a task."""
+        return len(self._held)
+
     def wake(self, wip_id: str) -> None:
-        """A new entry for this WIP: make sure its lane runs."""
-        if wip_id not in self._lanes:
-            self._hurry[wip_id] = asyncio.Event()
-            self._lanes[wip_id] = asyncio.create_task(self._lane(wip_id), name=f"lane {wip_id}")
+        """A new entry for this WIP: make sure a lane delivers it, unless the WIP already waits
+        (the new entry goes behind the head it waits with)."""
+        if not self._known(wip_id):
+            self._start(wip_id)
+
+    def _known(self, wip_id: str) -> bool:
+        return wip_id in self._lanes or wip_id in self._due or wip_id in self._held
+
+    def _start(self, wip_id: str) -> None:
+        self._lanes[wip_id] = asyncio.create_task(self._lane(wip_id), name=f"lane {wip_id}")
 
     async def run(self) -> None:
         """Deliver what is waiting from before, then probe the MES while it is offline."""
-        self._unsettled = {entry.wip_id for entry in self._outbox.pending() if entry.in_flight}
-        for wip_id in sorted(self._outbox.waiting_wips()):
-            self.wake(wip_id)
+        self._unsettled = self._outbox.under_way()
         try:
+            await self._schedule_waiting()
             while True:
                 await self._offline.wait()
                 await self._until_probe_time()
                 if self.state is MesState.OFFLINE:
                     await self._probe()
         finally:
+            if self._timer is not None:
+                self._timer.cancel()
             tasks = [*self._lanes.values(), *([self._release] if self._release else [])]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _schedule_waiting(self) -> None:
+        """Give each WIP waiting from before a lane, or a timer, or a place among those waiting
+        for the MES."""
+        for n, wip_id in enumerate(sorted(self._outbox.waiting_wips()), start=1):
+            if n % _SCHEDULED_PER_STEP == 0:
+                await asyncio.sleep(0)  # thousands of heads are read: let the loop breathe
+            if self._known(wip_id):
+                continue  # woken by a new entry while this went on
+            head = self._outbox.head(wip_id)
+            if head is None:
+                continue  # delivered meanwhile
+            if (until := self._turn(wip_id, head)) is None:
+                self._start(wip_id)
+            else:
+                self._park(wip_id, until)
 
     async def _until_probe_time(self) -> None:
         """Wait `probe_interval_s`, or less when the MES comes back from not answering at all.
@@ -147,8 +215,9 @@ class Dispatcher:
 
     async def _probe(self) -> None:
         """Knock with a real request: the trace of a waiting WIP needs the database and a token."""
+        waiting = min(self._held or self._due or self._lanes, default=None)
         try:
-            await self._mes.probe(min(self._lanes, default=None))
+            await self._mes.probe(waiting)
         except MesError as error:
             if error.code in OFFLINE_CODES or error.code is MesErrorCode.RATE_LIMITED:
                 _log.debug("the MES is still away: %s", error)
@@ -164,13 +233,15 @@ class Dispatcher:
         self._set_state(MesState.ONLINE)
 
     async def _lane(self, wip_id: str) -> None:
-        """Deliver this WIP's entries; restart after anything unexpected, never stay dead."""
+        """Deliver this WIP's entries until its head must wait; restart after anything
+        unexpected, never stay dead. A head that must wait leaves the lane for a timer or for
+        the MES's recovery, which start a lane again."""
         failures = 0
         try:
             while True:
                 try:
-                    await self._deliver(wip_id)
-                    return
+                    until = await self._deliver(wip_id)
+                    break
                 except Exception:
                     # A bug, not an MES answer: the entry stays on disk; try again after a pause.
                     failures += 1
@@ -178,46 +249,86 @@ class Dispatcher:
                     await asyncio.sleep(self._policy.delay(failures, self._jitter()))
         finally:
             del self._lanes[wip_id]
-            del self._hurry[wip_id]
+        if until is None:
+            self._hurried.discard(wip_id)  # nothing left to deliver
+        else:
+            self._park(wip_id, until)
 
-    async def _deliver(self, wip_id: str) -> None:
-        hurry = self._hurry[wip_id]
+    async def _deliver(self, wip_id: str) -> _Until | None:
+        """Attempt this WIP's heads in order; what the first that may not go yet waits for, or
+        None when none is left."""
         await self._faults.hit(FaultPoint.LANE_START)
-        if wip_id in self._unsettled:
-            # Its request was under way when the bridge stopped: the trace cannot be trusted
-            # until the MES can no longer be working on it.
-            await asyncio.sleep(self._settle_s)
-            self._unsettled.discard(wip_id)
         while (entry := self._outbox.head(wip_id)) is not None:
-            await self._turn(entry, hurry)
+            if (until := self._turn(wip_id, entry)) is not None:
+                return until
             try:
                 await self._attempt(entry)
             except StoreError as error:
                 # Nothing was sent (the attempt is written down first): wait and try again.
                 _log.error("%s: cannot write to disk, not sending: %s", entry.describe(), error)
                 await asyncio.sleep(self._policy.max_s)
+        return None
 
-    async def _turn(self, entry: Entry, hurry: asyncio.Event) -> None:
-        """Wait until this entry may be attempted."""
+    def _turn(self, wip_id: str, entry: Entry) -> _Until | None:
+        """What this head waits for before it may be attempted (None: nothing, it goes now)."""
+        if wip_id in self._unsettled:
+            # Its request was under way when the bridge stopped: the trace cannot be trusted
+            # until the MES can no longer be working on it.
+            self._unsettled.discard(wip_id)
+            return _Until(self._settle_s, firm=True)
         if entry.maybe_applied and entry.next_attempt_at is not None:
             # Held for the settle time (or its backoff): a recovery does not cut it short.
             wait = (entry.next_attempt_at - self._clock()).total_seconds()
             if wait > 0:
-                await asyncio.sleep(wait)
-        while not hurry.is_set():
-            if self.state is MesState.OFFLINE:
-                # Only the probe knocks while the MES is away: lanes retrying on their own
-                # would spend the MES's per-IP request budget before it is even back.
-                await hurry.wait()
-                break
-            if entry.next_attempt_at is None:
-                break
-            wait = (entry.next_attempt_at - self._clock()).total_seconds()
-            if wait <= 0:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(hurry.wait(), timeout=wait)
-        hurry.clear()
+                return _Until(wait, firm=True)
+        if wip_id in self._hurried:
+            self._hurried.discard(wip_id)
+            return None
+        if self.state is MesState.OFFLINE:
+            # Only the probe knocks while the MES is away: lanes retrying on their own
+            # would spend the MES's per-IP request budget before it is even back.
+            return _UNTIL_BACK
+        if entry.next_attempt_at is None:
+            return None
+        wait = (entry.next_attempt_at - self._clock()).total_seconds()
+        return _Until(wait) if wait > 0 else None
+
+    def _park(self, wip_id: str, until: _Until) -> None:
+        """Leave this WIP without a task until its time (a timer) or the MES's recovery."""
+        if until.seconds is None:
+            self._held.add(wip_id)
+            return
+        loop = asyncio.get_running_loop()
+        at = loop.time() + until.seconds
+        self._due[wip_id] = at
+        if until.firm:
+            self._firm.add(wip_id)
+        heapq.heappush(self._timers, (at, wip_id))
+        if len(self._timers) > 2 * len(self._due) + _STALE_TIMERS_KEPT:
+            # Timers of WIPs started early (a recovery) linger until their time: drop them.
+            self._timers = [(due, wip) for wip, due in self._due.items()]
+            heapq.heapify(self._timers)
+        if self._timer is None or at < self._timer.when():
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_at(at, self._timers_due, at)
+
+    def _timers_due(self, now: float) -> None:
+        """Start a lane for every WIP whose time has come; set the timer for the next one."""
+        self._timer = None
+        while self._timers and self._timers[0][0] <= now:
+            at, wip_id = heapq.heappop(self._timers)
+            if self._due.get(wip_id) == at:
+                self._unpark(wip_id)
+                self._start(wip_id)
+        if self._timers:
+            at = self._timers[0][0]
+            self._timer = asyncio.get_running_loop().call_at(at, self._timers_due, at)
+
+    def _unpark(self, wip_id: str) -> None:
+        self._due.pop(wip_id, None)
+        self._firm.discard(wip_id)
+        self._held.discard(wip_id)
 
     async def _attempt(self, entry: Entry) -> None:
         started = await self._listener.attempt_starting(entry)
@@ -308,13 +419,21 @@ class Dispatcher:
         self._listener.mes_state_changed(state)
 
     async def _release_lanes(self) -> None:
-        """Let every waiting lane go, one at a time at the MES's pace: all at once, they would
-        spend the MES's request budget in a burst, and fail together if it is not quite back."""
-        for wip_id in sorted(self._hurry):
-            if self.state is MesState.OFFLINE:
-                return  # down again: the rest keep waiting for the next confirmed recovery
-            event = self._hurry.get(wip_id)
-            if event is not None:
+        """Let every waiting WIP go, one at a time at the MES's pace: all at once, they would
+        spend the MES's request budget in a burst, and fail together if it is not quite back.
+        First every WIP known at the recovery, in order; then any that went to wait for the MES
+        meanwhile (the MES went away and came back while this ran)."""
+        waiting = sorted({*self._held, *self._due, *self._lanes})
+        while waiting:
+            for wip_id in waiting:
+                if self.state is MesState.OFFLINE:
+                    return  # down again: the rest keep waiting for the next confirmed recovery
+                if not self._known(wip_id):
+                    continue  # delivered meanwhile
                 _log.debug("%s may go", wip_id)
-                event.set()
+                self._hurried.add(wip_id)
+                if wip_id in self._held or (wip_id in self._due and wip_id not in self._firm):
+                    self._unpark(wip_id)
+                    self._start(wip_id)
                 await asyncio.sleep(self._release_every_s)
+            waiting = sorted(self._held)

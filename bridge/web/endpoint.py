@@ -15,16 +15,12 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from bridge.adapters.broker import is_loopback
+from bridge.adapters.listening import HttpEndpointError, is_loopback
 from bridge.web.metrics import BridgeMetrics
 from bridge.web.overview import Overview
 from bridge.web.status_page import render
 
 _log = logging.getLogger(__name__)
-
-
-class HttpEndpointError(Exception):
-    """The endpoint cannot listen where `http.listen` says (the port is taken, say)."""
 
 
 def endpoint_app(overview: Overview, metrics: BridgeMetrics) -> web.Application:

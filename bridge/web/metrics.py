@@ -192,14 +192,15 @@ class _StateCollector(Collector):
         batches = GaugeMetricFamily(
             "station_bridge_active_batches", "batches started and not yet ended", labels=["station"]
         )
+        outbox = self._state.outbox
         stations = {station.id for station in self._state.config.stations}
-        entries = list(self._state.outbox)
-        stations |= {entry.station_id for entry in entries}
+        # The outbox's counters, not its entries: a long outage's thousands would each be parsed
+        # (tens of MB at once, kept by the allocator after) at every scrape.
+        stations |= outbox.stations()
         stations |= {batch.station_id for batch in self._state.batches.values()}
         for station in sorted(stations):
-            mine = [entry for entry in entries if entry.station_id == station]
-            pending.add_metric([station], sum(1 for entry in mine if not entry.dead))
-            dead.add_metric([station], sum(1 for entry in mine if entry.dead))
+            pending.add_metric([station], outbox.pending_count(station))
+            dead.add_metric([station], outbox.dead_count(station))
             active = sum(1 for b in self._state.batches.values() if b.station_id == station)
             batches.add_metric([station], active)
         yield from (pending, dead, batches)

@@ -67,7 +67,8 @@ class Overview:
     def snapshot(self) -> dict[str, Any]:
         state = self.state
         config = state.config
-        pending, dead = state.outbox.pending(), state.outbox.dead()
+        # Only the oldest are listed, and only they are parsed: thousands may wait.
+        pending, dead = state.outbox.pending(LISTED), state.outbox.dead(LISTED)
         stations = [station.id for station in config.stations]
         stations += sorted(
             {b.station_id for b in state.batches.values()} - set(stations)
@@ -94,11 +95,11 @@ class Overview:
             },
             "stations": [self._station(station_id) for station_id in stations],
             "outbox": {
-                "pending_count": len(pending),
-                "dead_count": len(dead),
+                "pending_count": state.outbox.pending_count(),
+                "dead_count": state.outbox.dead_count(),
                 # the oldest ones: after an outage thousands may wait, and a page is not a log
-                "pending": [_entry(entry) for entry in pending[:LISTED]],
-                "dead": [_entry(entry) for entry in dead[:LISTED]],
+                "pending": [_entry(entry) for entry in pending],
+                "dead": [_entry(entry) for entry in dead],
             },
             "devices": [
                 {
@@ -123,7 +124,7 @@ class Overview:
                 if batch.station_id == station_id
             ],
             "pending": state.outbox.pending_count(station_id),
-            "dead": sum(1 for e in state.outbox.dead() if e.station_id == station_id),
+            "dead": state.outbox.dead_count(station_id),
         }
 
 

@@ -49,6 +49,7 @@ class Engine:
     state: State
     lifecycle: Lifecycle
     published: Published
+    deliveries: DeliveryReports
 
     async def idle(self, *, within: float = 15.0) -> None:
         """Until nothing waits for the MES any more (dead letters aside)."""
@@ -91,7 +92,7 @@ async def engine(
         )
         dispatcher = asyncio.create_task(deliveries.dispatcher.run())
         try:
-            yield Engine(state, Lifecycle(state, deliveries), published)
+            yield Engine(state, Lifecycle(state, deliveries), published, deliveries)
         finally:
             await stop(dispatcher)
             await store.close()

@@ -487,6 +487,23 @@ def test_load_state_ignores_other_keys_and_empty() -> None:
     assert batches == {} and list(outbox) == []
 
 
+@pytest.mark.parametrize("request_", [start(), complete(), convert()], ids=lambda r: r.kind)
+def test_an_entry_kept_compressed_reads_back_equal_and_small(request_: MesRequest) -> None:
+    made = entry(
+        12,
+        request_,
+        batch_uid="u-12",
+        attempts=3,
+        next_attempt_at=T0,
+        last_error={"code": "NETWORK", "message": "connection refused"},
+    )
+    outbox = Outbox([made])
+    outbox._parsed.clear()  # read it back from what is kept, not from the parsed copy
+    assert outbox.get(12) == made
+    # Against the sample entries, most of the JSON is what they share.
+    assert len(outbox._texts[12]) < len(made.model_dump_json()) / 2
+
+
 def test_entry_properties() -> None:
     made = entry(7, complete("WIP-9"))
     assert made.wip_id == "WIP-9"
@@ -507,6 +524,12 @@ def naive(entries: list[Entry]) -> dict[str, Any]:
         "pending": {s: sum(e.station_id == s for e in pending) for s in ("s1", "s2", "s3")},
         "dead": {s: sum(e.dead and e.station_id == s for e in entries) for s in ("s1", "s2", "s3")},
         "batches": {b: [e for e in pending if e.batch_uid == b] for b in ("u1", "u2", "u3")},
+        "stations": {e.station_id for e in entries},
+        "under_way": {
+            w: next(e for e in pending if e.wip_id == w).in_flight
+            for w in {e.wip_id for e in pending}
+        },
+        "oldest": (pending[:2], sorted((e for e in entries if e.dead), key=lambda e: e.seq)[:2]),
     }
 
 
@@ -518,6 +541,9 @@ def indexed(outbox: Outbox) -> dict[str, Any]:
         "pending": {s: outbox.pending_count(s) for s in ("s1", "s2", "s3")},
         "dead": {s: outbox.dead_count(s) for s in ("s1", "s2", "s3")},
         "batches": {b: outbox.unattempted(b) for b in ("u1", "u2", "u3")},
+        "stations": outbox.stations(),
+        "under_way": {w: w in outbox.under_way() for w in wips},
+        "oldest": (outbox.pending(2), outbox.dead(2)),
     }
 
 
@@ -538,6 +564,7 @@ def test_the_indexes_agree_with_a_scan_after_any_changes(seed: int) -> None:
             start(rng.choice(["W1", "W2", "W3", "W4"])),
             station_id=rng.choice(["s1", "s2", "s3"]),
             batch_uid=rng.choice(["u1", "u2", "u3", None]),
+            in_flight=rng.random() < 0.3,
             **(DEAD if rng.random() < 0.2 else {}),
         )
         if rng.random() < 0.5:
