@@ -9,6 +9,7 @@ delivery report takes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -20,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from aiohttp import web
 
 from bridge.commands.admin import AdminError, check_not_stale, plan_drop, plan_end_batch, plan_retry
 from bridge.config import BridgeConfig
@@ -87,28 +87,33 @@ class LiveAdmin:
         self._state.publish_all_status()
         return change
 
-    def app(self) -> web.Application:
-        app = web.Application(middlewares=[_same_user_only])
-        app.router.add_post("/outbox/retry", self._handler(lambda body: self.retry(_seqs(body))))
-        app.router.add_post("/outbox/drop", self._handler(lambda body: self.drop(_seqs(body))))
-        app.router.add_post(
-            "/batch/end", self._handler(lambda body: self.end_batch(*_batch_named(body)))
-        )
-        return app
+    async def answer(self, path: str, body: Any) -> tuple[int, Any]:
+        """What a request on the socket gets: a status and a JSON body."""
+        actions: dict[str, Callable[[dict[str, Any]], Awaitable[Change]]] = {
+            "/outbox/retry": lambda body: self.retry(_seqs(body)),
+            "/outbox/drop": lambda body: self.drop(_seqs(body)),
+            "/batch/end": lambda body: self.end_batch(*_batch_named(body)),
+        }
+        action = actions.get(path)
+        if action is None:
+            return 404, {"error": f"no such command: {path}"}
+        try:
+            if not isinstance(body, dict):
+                raise ValueError("the body must be a JSON object")
+            change = await action(body)
+        except AdminError as error:
+            return 409, {"error": str(error)}
+        except (ValueError, KeyError, TypeError) as error:
+            return 400, {"error": f"bad request: {error}"}
+        return 200, change_json(change)
 
-    def _handler(
-        self, action: Callable[[dict[str, Any]], Awaitable[Change]]
-    ) -> Callable[[web.Request], Awaitable[web.Response]]:
-        async def handle(request: web.Request) -> web.Response:
-            try:
-                change = await action(await request.json())
-            except AdminError as error:
-                return web.json_response({"error": str(error)}, status=409)
-            except (ValueError, KeyError, TypeError) as error:
-                return web.json_response({"error": f"bad request: {error}"}, status=400)
-            return web.Response(text=change_json(change), content_type="application/json")
 
-        return handle
+# The channel speaks just enough HTTP/1.1 for `curl --unix-socket` and httpx: one POST with a
+# Content-Length body per connection, a JSON answer, then the connection closes. A web framework
+# for three commands on a local socket cost the bridge ~10 MB of resident memory on every run.
+_MAX_HEAD = 8 * 1024
+_MAX_BODY = 64 * 1024
+_REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 409: "Conflict"}
 
 
 @contextlib.asynccontextmanager
@@ -120,15 +125,66 @@ async def serving(admin: LiveAdmin, path: Path) -> AsyncIterator[None]:
         yield
         return
     _remove(path)
-    runner = web.AppRunner(admin.app(), access_log=None)
-    await runner.setup()
+
+    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            status, body = await _exchange(admin, reader, writer)
+            text = body if isinstance(body, str) else json.dumps(body)
+            payload = text.encode()
+            head = (
+                f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
+            )
+            writer.write(head.encode() + payload)
+            await writer.drain()
+        except ConnectionError:
+            pass  # the command went away; what it asked for is done or not, as the store says
+        finally:
+            writer.close()
+
+    server = await asyncio.start_unix_server(connection, path=str(path), limit=_MAX_HEAD)
     try:
-        await web.UnixSite(runner, str(path)).start()
         os.chmod(path, 0o600)
         yield
     finally:
-        await runner.cleanup()
+        server.close()
+        await server.wait_closed()
         _remove(path)
+
+
+async def _exchange(
+    admin: LiveAdmin, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> tuple[int, Any]:
+    try:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        return 400, {"error": f"bad request: no HTTP request head within {_MAX_HEAD} bytes"}
+    request_line, *header_lines = head.split("\r\n")
+    method, _, rest = request_line.partition(" ")
+    target = rest.partition(" ")[0]
+    headers = {
+        name.strip().lower(): value.strip()
+        for name, _, value in (line.partition(":") for line in header_lines if line)
+    }
+    try:
+        length = int(headers.get("content-length", ""))
+    except ValueError:
+        return 400, {"error": "bad request: a POST with a Content-Length is expected"}
+    if method != "POST" or not 0 <= length <= _MAX_BODY:
+        return 400, {"error": f"bad request: a POST of at most {_MAX_BODY} bytes is expected"}
+    try:
+        raw = await reader.readexactly(length)
+    except asyncio.IncompleteReadError:
+        return 400, {"error": "bad request: the body ended before its Content-Length"}
+    # Read first, then refuse: a peer told "no" before it finished writing would see a reset.
+    uid = _peer_uid(writer)
+    if uid is None or uid not in (0, os.getuid()):
+        return 403, {"error": "only the bridge's user may administer it"}
+    try:
+        body = json.loads(raw)
+    except ValueError as error:
+        return 400, {"error": f"bad request: the body is not JSON ({error})"}
+    return await admin.answer(target, body)
 
 
 def _remove(path: Path) -> None:
@@ -136,19 +192,8 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-@web.middleware
-async def _same_user_only(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    uid = _peer_uid(request)
-    if uid is None or uid not in (0, os.getuid()):
-        return web.json_response({"error": "only the bridge's user may administer it"}, status=403)
-    return await handler(request)
-
-
-def _peer_uid(request: web.Request) -> int | None:
-    transport = request.transport
-    sock = transport.get_extra_info("socket") if transport is not None else None
+def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
+    sock = writer.get_extra_info("socket")
     if sock is None or not hasattr(socket, "SO_PEERCRED"):
         return None
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))

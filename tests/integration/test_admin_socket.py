@@ -1,4 +1,5 @@
-"""The admin socket's own check of who is calling: a real Unix socket, a real second user."""
+"""The admin socket: its own check of who is calling (a real Unix socket, a real second user),
+and a clear answer to whatever else arrives on it."""
 
 from __future__ import annotations
 
@@ -68,5 +69,56 @@ async def test_another_user_is_refused_even_with_the_socket_open_to_all(
             assert (status, body) == (403, {"error": "only the bridge's user may administer it"})
             status, body = await curl(socket_file, {"seqs": [1]}, as_nobody=False)
             assert status == 409 and "there is no request #1" in body["error"]
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "error"),
+    [
+        (b"POST /outbox/drop HTTP/1.1\r\nContent-Length: 5\r\n\r\n{oops", 400, "not JSON"),
+        (b"POST /outbox/drop HTTP/1.1\r\nContent-Length: 2\r\n\r\n[]", 400, "JSON object"),
+        (
+            b'POST /outbox/drop HTTP/1.1\r\nContent-Length: 13\r\n\r\n{"seqs": "1"}',
+            400,
+            "seqs must be a list",
+        ),
+        (b"POST /nothing HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}", 404, "no such command"),
+        (b"GET /outbox/drop HTTP/1.1\r\n\r\n", 400, "a POST with a Content-Length"),
+        (b"POST /outbox/drop HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", 400, "at most"),
+        (b"POST /outbox/drop HTTP/1.1\r\nContent-Length: 9\r\n\r\n{}", 400, "ended before"),
+        (b"X" * 10_000, 400, "no HTTP request head"),
+    ],
+    ids=["not json", "not an object", "wrong type", "unknown", "get", "huge", "short", "no head"],
+)
+async def test_whatever_arrives_on_the_socket_gets_a_clear_answer(
+    tmp_path: Path, request_bytes: bytes, status: int, error: str
+) -> None:
+    config = BridgeConfig(data_dir=tmp_path / "data", stations=[{"id": "1"}])
+    store = Store(config.store_dir)
+    state = State(
+        config, store=store, publish=lambda *_, **__: None, clock=lambda: datetime.now(UTC)
+    )
+    await state.load()
+    socket_file = tmp_path / "admin.sock"
+    try:
+        async with (
+            MesClient(config.mes) as mes,
+            serving(LiveAdmin(state, mes=mes, wake=lambda _: None), socket_file),
+        ):
+            reader, writer = await asyncio.open_unix_connection(str(socket_file))
+            writer.write(request_bytes)
+            writer.write_eof()  # a short body ends here, not after a timeout
+            answer = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(f"HTTP/1.1 {status} ".encode())
+            assert error in json.loads(body)["error"]
+            # The bridge's channel still serves the next command.
+            reader, writer = await asyncio.open_unix_connection(str(socket_file))
+            writer.write(b'POST /outbox/drop HTTP/1.1\r\nContent-Length: 13\r\n\r\n{"seqs": [1]}')
+            answer = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            assert answer.startswith(b"HTTP/1.1 409 ") and b"there is no request #1" in answer
     finally:
         await store.close()

@@ -1,6 +1,6 @@
-"""amqtt (the embedded broker) and the HTTP endpoint are loaded only when the config asks for
-them: a bridge on Mosquitto without `http.listen` runs without either, and one that asks for
-them and cannot listen still exits 2 with a clear message."""
+"""amqtt (the embedded broker) and the HTTP endpoint (and its aiohttp) are loaded only when the
+config asks for them: a bridge on Mosquitto without `http.listen` runs without either, and one
+that asks for them and cannot listen still exits 2 with a clear message."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ async def main():
 
 asyncio.run(main())
 """
-OPTIONAL = ["bridge.adapters.broker", "bridge.web.endpoint"]
+# aiohttp is the endpoint's web server (the live admin socket does without it).
+OPTIONAL = ["bridge.adapters.broker", "bridge.web.endpoint", "aiohttp"]
 
 
 def config(tmp_path: Path, mqtt: str, extra: str = "") -> Path:
