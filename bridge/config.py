@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PositiveFloat,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     model_validator,
@@ -280,8 +281,14 @@ class BridgeConfig(BaseSettings):
             names.add((device.station, device.name))
         return self
 
+    # The stations by id, and the list they were read from: asked several times per message.
+    _by_id: tuple[list[StationConfig], dict[str, StationConfig]] | None = PrivateAttr(None)
+
     def station(self, station_id: str) -> StationConfig | None:
-        return next((s for s in self.stations if s.id == station_id), None)
+        # Rebuilt when the list is not the one indexed (a copy of the config with other stations).
+        if self._by_id is None or self._by_id[0] is not self.stations:
+            self._by_id = (self.stations, {station.id: station for station in self.stations})
+        return self._by_id[1].get(station_id)
 
     @property
     def store_dir(self) -> Path:

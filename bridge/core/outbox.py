@@ -86,12 +86,14 @@ def measurement_key(uid: str, name: str) -> str:
 _MEASUREMENT = "measurement/"
 
 
-def _batch_rows(batch: Batch, names: Iterable[str]) -> dict[str, str | None]:
+def _batch_rows(
+    batch: Batch, names: Iterable[str], *, header: bool = True
+) -> dict[str, str | None]:
     """A batch's header, and those of its measurements: each measurement is a row of its own, so
     that a reading costs one small write however many the batch already holds."""
-    rows: dict[str, str | None] = {
-        batch_key(batch.uid): batch.model_dump_json(exclude={"measurements"})
-    }
+    rows: dict[str, str | None] = {}
+    if header:
+        rows[batch_key(batch.uid)] = batch.model_dump_json(exclude={"measurements"})
     for name in names:
         rows[measurement_key(batch.uid, name)] = batch.measurements[name].model_dump_json()
     return rows
@@ -104,12 +106,15 @@ class Change:
     entries: list[Entry] = field(default_factory=list)
     dropped_entries: list[Entry] = field(default_factory=list)
     batches: list[Batch] = field(default_factory=list)
-    # A batch after new measurements, and their names: only those are written.
+    # A batch after new measurements, and their names: only those and its header are written.
     measured: list[tuple[Batch, list[str]]] = field(default_factory=list)
+    # The same for measurements that left the header as it was (no new defect): only they are
+    # written, a row each, not the header again with every reading.
+    readings: list[tuple[Batch, list[str]]] = field(default_factory=list)
     dropped_batches: list[Batch] = field(default_factory=list)
 
     def updated_batches(self) -> list[Batch]:
-        return [*self.batches, *(batch for batch, _ in self.measured)]
+        return [*self.batches, *(batch for batch, _ in [*self.measured, *self.readings])]
 
     def writes(self) -> dict[str, str | None]:
         out: dict[str, str | None] = {}
@@ -122,6 +127,8 @@ class Change:
             out.update(_batch_rows(batch, batch.measurements))
         for batch, names in self.measured:
             out.update(_batch_rows(batch, names))
+        for batch, names in self.readings:
+            out.update(_batch_rows(batch, names, header=False))
         for entry in self.entries:
             out[entry.key()] = entry.model_dump_json()
         return out

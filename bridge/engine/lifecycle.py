@@ -168,7 +168,7 @@ class Lifecycle:
                     # error per reading would flood the tablet at the gauge's rate.
                     if within_bounds(candidate, station, bounds=self._config.batches) is None:
                         updated = candidate
-                        tx.stage(Change(measured=[(updated, list(values))]))
+                        tx.stage(Change(readings=[(updated, list(values))]))
                         tx.status_soon(station_id)
         except StoreError as error:
             _log.error("reading not saved: %s", error)
@@ -222,7 +222,10 @@ class Lifecycle:
         if refused is not None:
             tx.error(station.id, refused, **batch_ids(batch))
             return
-        tx.stage(Change(measured=[(updated, list(values))]))
+        if updated.defects == batch.defects:
+            tx.stage(Change(readings=[(updated, list(values))]))
+        else:
+            tx.stage(Change(measured=[(updated, list(values))]))
         tx.status_soon(station.id)
 
     def _complete(self, tx: Transaction, station: StationConfig, message: BatchComplete) -> None:
@@ -245,7 +248,7 @@ class Lifecycle:
             tx.error(station.id, batch, batch_id=message.batch_id)
             return
         # A 착공 not yet tried need not reach the MES at all; one already tried may be there.
-        unsent = self._state.outbox.unattempted(batch.uid)
+        unsent = self._state.outbox.unattempted(batch.uid) + self._deliveries.unsent(batch.uid)
         tx.stage(Change(dropped_batches=[batch], dropped_entries=unsent))
         _log.info("batch %s aborted: %s", batch.batch_id, message.reason)
         tx.result(station.id, Event.BATCH_ABORTED, reason=message.reason, **batch_ids(batch))
@@ -276,6 +279,8 @@ class Lifecycle:
         """Write the request to the outbox (with the batch's change, in one transaction), then
         tell the tablet at once if it can only be queued, else let the first attempt decide."""
         queued = self._deliveries.offline or self._state.outbox.stalled(request.wip_id)
+        # Nothing of this WIP waits ahead of it: its lane sends it as soon as this commit ends.
+        at_once = not queued and self._state.outbox.head(request.wip_id) is None
         entry = new_entry(
             self._state.outbox,
             request,
@@ -285,6 +290,8 @@ class Lifecycle:
             announced=queued,
             note=note,
         )
+        if at_once:
+            entry = self._deliveries.first_attempt_now(entry)
         change.entries.append(entry)
         tx.stage(change)
         if queued:

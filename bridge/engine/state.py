@@ -1,5 +1,6 @@
 """The bridge's state — the stations' active batches and the outbox — and the one way it changes:
-a `Transaction`, to disk first, then to memory, then out on the result topics.
+a `Transaction`, to disk first, then to memory, then out on the result topics (but for an
+outcome the MES already holds, `Transaction.result_early`, which need not wait for the fsync).
 
 Everything that changes the state (inbound messages, gauge readings, the dispatcher's delivery
 reports) does so inside `State.transaction()`, one at a time, so that a decision always sees the
@@ -55,6 +56,7 @@ class Transaction:
         self.writes: dict[str, str | None] = {}
         self.answers: list[Answer] = []
         self._effects: list[Callable[[], None]] = []
+        self._early: list[Callable[[], None]] = []  # `result_early`: when the commit begins
         # What memory held before this transaction touched it: enough to undo it (None: absent).
         # Batches by uid, entries by seq.
         self._old_batches: dict[str, Batch | None] = {}
@@ -83,6 +85,17 @@ class Transaction:
         state = self._state
         topic = state.topics.result(station_id, TOPIC[event])
         self.republish([(topic, state.outcome(event, station_id, fields))])
+
+    def result_early(self, station_id: str, event: Event, **fields: Any) -> None:
+        """An outcome whose truth does not depend on this commit (the MES already holds the
+        request it reports): published as soon as the commit begins, not after its fsync. If
+        the commit then fails, or the bridge dies before it ends, the request is still on disk
+        as under way: its next attempt finds it in the MES's trace, and the tablet hears of it
+        again (as QoS 1 may repeat any message), but never of a second record or of a refusal."""
+        state = self._state
+        topic = state.topics.result(station_id, TOPIC[event])
+        payload = state.outcome(event, station_id, fields)
+        self._early.append(lambda: state.publish(topic, payload))
 
     def error(self, station_id: str, error: Problem | MesError, **fields: Any) -> None:
         _log.info("station %s: %s %s", station_id, error.to_dict()["code"], fields)
@@ -125,6 +138,10 @@ class Transaction:
 
     def _run_effects(self) -> None:
         for effect in self._effects:
+            effect()
+
+    def _run_early(self) -> None:
+        for effect in self._early:
             effect()
 
 
@@ -200,8 +217,10 @@ class State:
 
     async def _commit(self, tx: Transaction) -> None:
         if not tx.writes:
+            tx._run_early()
             return
         writing = asyncio.ensure_future(self.store.commit(tx.writes))
+        tx._run_early()
         cancelled = False
         try:
             await self._faults.hit(FaultPoint.INSIDE_COMMIT)

@@ -87,7 +87,9 @@ async def engine(
             config, store=store, publish=published, clock=lambda: datetime.now(UTC), faults=faults
         )
         await state.load()
-        deliveries = DeliveryReports(config, state, mes=mes, clock=lambda: datetime.now(UTC))
+        deliveries = DeliveryReports(
+            config, state, mes=mes, clock=lambda: datetime.now(UTC), faults=faults
+        )
         dispatcher = asyncio.create_task(deliveries.dispatcher.run())
         try:
             yield Engine(state, Lifecycle(state, deliveries), published, deliveries)

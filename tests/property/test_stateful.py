@@ -205,6 +205,7 @@ class Tracked:
     tag: str | None
     passed: tuple[str, int] | None = None  # a PASS 완공: its WIP and process
     fate: str = "pending"  # pending | dead | delivered | dropped (an abort, never attempted)
+    attempted: bool = False  # handed to a delivery attempt at least once
 
 
 @dataclass
@@ -442,7 +443,11 @@ class BridgeMachine(RuleBasedStateMachine):
         for seq in set(before) - set(after):
             gone = before[seq]
             # Only an abort drops an entry: its batch's 착공, never tried (the MES knows nothing).
-            assert gone.batch_uid in aborted and gone.attempts == 0 and gone.action == "start", gone
+            # A start written marked as under way (to be sent at once) still counts as never
+            # tried until a delivery attempt takes it.
+            never_tried = not self.tracked[seq].attempted
+            assert gone.batch_uid in aborted and never_tried and gone.action == "start", gone
+            assert not any(applied.seq == seq for applied in self.mes.applied), gone
             self.tracked[seq].fate = "dropped"
 
         if ack_lost and len(self.unacked) + len(messages) <= MAX_UNACKED:
@@ -497,6 +502,7 @@ class BridgeMachine(RuleBasedStateMachine):
         before = {entry.seq: entry for entry in self.state.outbox}
         batches_before = list(self.state.batches.values())
         self.mes.plan, self.mes.attempting = list(plan), head.seq
+        self.tracked[head.seq].attempted = True
         killed = False
         try:
             await self.deliveries.dispatcher._attempt(head)

@@ -365,6 +365,14 @@ def test_new_measurements_write_only_themselves_and_the_header() -> None:
     assert set(writes) == {"batch/u1", "measurement/u1/label"}
 
 
+def test_readings_that_leave_the_header_as_it_was_write_only_themselves() -> None:
+    # A row fewer per measurement: the header is written when it changes (a new defect), not
+    # again with every reading.
+    writes = Change(readings=[(BATCH, ["label"])]).writes()
+    assert set(writes) == {"measurement/u1/label"}
+    assert Change(readings=[(BATCH, ["label"])]).updated_batches() == [BATCH]
+
+
 def test_a_measurement_name_may_hold_slashes() -> None:
     batch = B0.model_copy(update={"measurements": {"step/3/torque": Measured(value=1.0)}})
     rows = {k: v for k, v in Change(batches=[batch]).writes().items() if v is not None}
