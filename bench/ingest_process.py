@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import sys
@@ -29,7 +28,6 @@ import aiomqtt
 import yaml
 from ingest import (
     MOSQUITTO,
-    OPERATOR,
     START_TIMEOUT_S,
     Progress,
     forget,
@@ -37,9 +35,9 @@ from ingest import (
     new_tag,
     publisher,
 )
-from ingest_stations import ENDPOINT, flood, messages_for
+from ingest_stations import ENDPOINT, StationWatch, flood, messages_for
 
-from bridge.core.topics import Inbound, ResultKind, Topics
+from bridge.core.topics import Topics
 from mes_sim import MesSimulator
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -61,9 +59,8 @@ async def one_run(stations: list[str], n: int) -> tuple[float, dict[int, float],
     topics = Topics(f"bench-{tag}")
     bridge_id = f"bench-{tag}"
     progress = Progress()
-    counts: dict[str, int] = {}
-    started: set[str] = set()
-    all_started, online = asyncio.Event(), asyncio.Event()
+    stations_watch = StationWatch(topics, stations, progress)
+    online = asyncio.Event()
     with (
         MesSimulator(wips=len(stations)) as sim,
         tempfile.TemporaryDirectory(prefix="bench-process-") as tmp,
@@ -98,16 +95,7 @@ async def one_run(stations: list[str], n: int) -> tuple[float, dict[int, float],
                     if message.payload == b"online":
                         online.set()
                     continue
-                body = json.loads(message.payload)
-                station = str(body.get("station_id"))
-                if message.topic.value.endswith("/status"):
-                    batches = body.get("active_batches") or []
-                    counts[station] = int(batches[0]["measurements"]) if batches else 0
-                    progress.update(sum(counts.values()))
-                elif message.topic.value == topics.result(station, ResultKind.STARTED):
-                    started.add(station)
-                    if len(started) == len(stations):
-                        all_started.set()
+                stations_watch.heard(message.topic.value, message.payload)
 
         try:
             async with watcher, publisher(ENDPOINT, tag) as client:
@@ -116,11 +104,7 @@ async def one_run(stations: list[str], n: int) -> tuple[float, dict[int, float],
                 await watcher.subscribe(topics.availability(bridge_id), qos=1)
                 reading = asyncio.create_task(watch())
                 await asyncio.wait_for(online.wait(), START_TIMEOUT_S * 2)
-                for station, wip in zip(stations, sim.wip_ids, strict=True):
-                    start = {"wip_id": wip, "process_id": 1, "operator_id": OPERATOR}
-                    body = json.dumps({**start, "batch_id": f"B-{station}"})
-                    await client.publish(topics.inbound(station, Inbound.START), body, qos=1)
-                await asyncio.wait_for(all_started.wait(), START_TIMEOUT_S * 4)
+                await stations_watch.start_batches(client, sim.wip_ids)
                 before = thread_cpu(bridge.pid)
                 began = time.perf_counter()
                 await flood(client, messages_for(topics, stations, n), progress)

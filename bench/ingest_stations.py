@@ -123,10 +123,42 @@ async def baseline(stations: list[str], n: int) -> float:
             await forget(ENDPOINT, subscriber_id)
 
 
+class StationWatch:
+    """What a watcher of the result and status topics hears: each station's measurements in its
+    batch (from the retained status), and when every station's batch has started."""
+
+    def __init__(self, topics: Topics, stations: list[str], progress: Progress) -> None:
+        self._topics = topics
+        self._stations = stations
+        self._progress = progress
+        self._counts: dict[str, int] = {}
+        self._started: set[str] = set()
+        self.all_started = asyncio.Event()
+
+    def heard(self, topic: str, payload: bytes) -> None:
+        body = json.loads(payload)
+        station = str(body.get("station_id"))
+        if topic.endswith("/status"):
+            batches = body.get("active_batches") or []
+            self._counts[station] = int(batches[0]["measurements"]) if batches else 0
+            self._progress.update(sum(self._counts.values()))
+        elif topic == self._topics.result(station, ResultKind.STARTED):
+            self._started.add(station)
+            if len(self._started) == len(self._stations):
+                self.all_started.set()
+
+    async def start_batches(self, client: aiomqtt.Client, wips: list[str]) -> None:
+        """A batch on every station, each of its own WIP; back when all have started."""
+        for station, wip in zip(self._stations, wips, strict=True):
+            start = {"wip_id": wip, "process_id": 1, "operator_id": OPERATOR}
+            body = json.dumps({**start, "batch_id": f"B-{station}"})
+            await client.publish(self._topics.inbound(station, Inbound.START), body, qos=1)
+        await asyncio.wait_for(self.all_started.wait(), START_TIMEOUT_S * 4)
+
+
 async def bridge(stations: list[str], n: int) -> float:
     tag = new_tag()
     progress = Progress()
-    counts: dict[str, int] = {}
     with (
         MesSimulator(wips=len(stations)) as sim,
         tempfile.TemporaryDirectory(prefix="bench-ingest-") as data_dir,
@@ -146,36 +178,21 @@ async def bridge(stations: list[str], n: int) -> float:
             stations=[{"id": station} for station in stations],
         )
         topics = Topics(config.mqtt.topic_prefix)
-        started: set[str] = set()
-        all_started = asyncio.Event()
+        stations_watch = StationWatch(topics, stations, progress)
         watcher = aiomqtt.Client(*MOSQUITTO, identifier=f"bench-watch-{tag}")
 
         async def watch() -> None:
             async for message in watcher.messages:
                 assert isinstance(message.payload, bytes)
-                if not message.payload:
-                    continue
-                body = json.loads(message.payload)
-                station = str(body.get("station_id"))
-                if message.topic.value.endswith("/status"):
-                    batches = body.get("active_batches") or []
-                    counts[station] = int(batches[0]["measurements"]) if batches else 0
-                    progress.update(sum(counts.values()))
-                elif message.topic.value == topics.result(station, ResultKind.STARTED):
-                    started.add(station)
-                    if len(started) == len(stations):
-                        all_started.set()
+                if message.payload:
+                    stations_watch.heard(message.topic.value, message.payload)
 
         try:
             async with watcher, publisher(ENDPOINT, tag) as client, running(config):
                 await watcher.subscribe(topics.status("+"), qos=1)
                 await watcher.subscribe(topics.results("+"), qos=1)
                 reading = asyncio.create_task(watch())
-                for station, wip in zip(stations, sim.wip_ids, strict=True):
-                    start = {"wip_id": wip, "process_id": 1, "operator_id": OPERATOR}
-                    body = json.dumps({**start, "batch_id": f"B-{station}"})
-                    await client.publish(topics.inbound(station, Inbound.START), body, qos=1)
-                await asyncio.wait_for(all_started.wait(), START_TIMEOUT_S * 4)
+                await stations_watch.start_batches(client, sim.wip_ids)
                 async with asyncio.timeout(PHASE_TIMEOUT_S):
                     began = time.perf_counter()
                     await flood(client, messages_for(topics, stations, n), progress)

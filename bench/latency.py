@@ -203,6 +203,20 @@ async def bridge_work(config: BridgeConfig, wips: list[str]) -> dict[str, list[f
     return out
 
 
+def bench_config(data_dir: Path, port: int, mes_url: str) -> BridgeConfig:
+    """One station on the broker at `port`, the simulator at `mes_url`."""
+    tag = uuid.uuid4().hex[:8]
+    return BridgeConfig(
+        bridge_id=f"bench-{tag}",
+        data_dir=data_dir,
+        log_level="WARNING",
+        mqtt={"host": "127.0.0.1", "port": port, "topic_prefix": f"bench-{tag}"},
+        # The MES's per-IP limit is not what is measured here: lifted on both sides.
+        mes={"url": mes_url, "username": "admin", "password": "admin-pass", "rate_limit": 100_000},
+        stations=[{"id": "1"}],
+    )
+
+
 async def one_broker(tuned: bool, samples: int) -> None:
     with (
         tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp,
@@ -211,21 +225,7 @@ async def one_broker(tuned: bool, samples: int) -> None:
         directory = Path(tmp)
         sim.set_faults(rate_limit_per_min=100_000)
         async with mosquitto(directory / "broker", tuned=tuned) as port:
-            tag = uuid.uuid4().hex[:8]
-            config = BridgeConfig(
-                bridge_id=f"bench-{tag}",
-                data_dir=directory / "data",
-                log_level="WARNING",
-                mqtt={"host": "127.0.0.1", "port": port, "topic_prefix": f"bench-{tag}"},
-                # The MES's per-IP limit is not what is measured here: lifted on both sides.
-                mes={
-                    "url": sim.url,
-                    "username": "admin",
-                    "password": "admin-pass",
-                    "rate_limit": 100_000,
-                },
-                stations=[{"id": "1"}],
-            )
+            config = bench_config(directory / "data", port, sim.url)
             bridge = await bridge_work(config, sim.wip_ids[:samples])
             mes = await mes_work(sim, config, sim.wip_ids[samples:])
             fsync = await fsyncs(directory, samples)

@@ -17,7 +17,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ from ingest import machine
 
 from bridge.adapters.mqtt import MqttLink
 from bridge.adapters.store import Store
-from bridge.config import BridgeConfig
 from bridge.mes import MesClient
 from mes_sim import MesSimulator
 
@@ -98,20 +96,7 @@ async def main_async(samples: int) -> None:
     ):
         sim.set_faults(rate_limit_per_min=100_000)
         async with latency.mosquitto(Path(tmp) / "broker", tuned=True) as port:
-            tag = uuid.uuid4().hex[:8]
-            config = BridgeConfig(
-                bridge_id=f"bench-{tag}",
-                data_dir=Path(tmp) / "data",
-                log_level="WARNING",
-                mqtt={"host": "127.0.0.1", "port": port, "topic_prefix": f"bench-{tag}"},
-                mes={
-                    "url": sim.url,
-                    "username": "admin",
-                    "password": "admin-pass",
-                    "rate_limit": 100_000,
-                },
-                stations=[{"id": "1"}],
-            )
+            config = latency.bench_config(Path(tmp) / "data", port, sim.url)
             await latency.bridge_work(config, sim.wip_ids[:samples])
     starts = [i for i, (name, _) in enumerate(marks) if name == "start"]
     rows = [split(marks[a:b]) for a, b in zip(starts, [*starts[1:], len(marks)], strict=True)]

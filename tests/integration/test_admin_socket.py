@@ -4,11 +4,12 @@ and a clear answer to whatever else arrives on it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,25 @@ def open_directory() -> Iterator[Path]:
     shutil.rmtree(directory)
 
 
+@contextlib.asynccontextmanager
+async def admin_socket(data_dir: Path, socket_file: Path) -> AsyncIterator[None]:
+    """A bridge's state with no stations busy, its admin channel served on `socket_file`."""
+    config = BridgeConfig(data_dir=data_dir, stations=[{"id": "1"}])
+    store = Store(config.store_dir)
+    state = State(
+        config, store=store, publish=lambda *_, **__: None, clock=lambda: datetime.now(UTC)
+    )
+    await state.load()
+    try:
+        async with (
+            MesClient(config.mes) as mes,  # never called: no command here asks the MES
+            serving(LiveAdmin(state, mes=mes, wake=lambda _: None), socket_file),
+        ):
+            yield
+    finally:
+        await store.close()
+
+
 async def curl(socket_file: Path, body: dict[str, Any], *, as_nobody: bool) -> tuple[int, Any]:
     command = ["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "--unix-socket", str(socket_file)]
     command += ["-X", "POST", "-d", json.dumps(body), "http://bridge/outbox/drop"]
@@ -51,26 +71,14 @@ async def curl(socket_file: Path, body: dict[str, Any], *, as_nobody: bool) -> t
 async def test_another_user_is_refused_even_with_the_socket_open_to_all(
     open_directory: Path, tmp_path: Path
 ) -> None:
-    config = BridgeConfig(data_dir=tmp_path / "data", stations=[{"id": "1"}])
-    store = Store(config.store_dir)
-    state = State(
-        config, store=store, publish=lambda *_, **__: None, clock=lambda: datetime.now(UTC)
-    )
-    await state.load()
     socket_file = open_directory / "admin.sock"
-    try:
-        async with (
-            MesClient(config.mes) as mes,  # never called: a drop does not ask the MES
-            serving(LiveAdmin(state, mes=mes, wake=lambda _: None), socket_file),
-        ):
-            assert socket_file.stat().st_mode & 0o777 == 0o600
-            socket_file.chmod(0o666)  # as if someone widened it: the peer check still holds
-            status, body = await curl(socket_file, {"seqs": [1]}, as_nobody=True)
-            assert (status, body) == (403, {"error": "only the bridge's user may administer it"})
-            status, body = await curl(socket_file, {"seqs": [1]}, as_nobody=False)
-            assert status == 409 and "there is no request #1" in body["error"]
-    finally:
-        await store.close()
+    async with admin_socket(tmp_path / "data", socket_file):
+        assert socket_file.stat().st_mode & 0o777 == 0o600
+        socket_file.chmod(0o666)  # as if someone widened it: the peer check still holds
+        status, body = await curl(socket_file, {"seqs": [1]}, as_nobody=True)
+        assert (status, body) == (403, {"error": "only the bridge's user may administer it"})
+        status, body = await curl(socket_file, {"seqs": [1]}, as_nobody=False)
+        assert status == 409 and "there is no request #1" in body["error"]
 
 
 @pytest.mark.parametrize(
@@ -94,31 +102,19 @@ async def test_another_user_is_refused_even_with_the_socket_open_to_all(
 async def test_whatever_arrives_on_the_socket_gets_a_clear_answer(
     tmp_path: Path, request_bytes: bytes, status: int, error: str
 ) -> None:
-    config = BridgeConfig(data_dir=tmp_path / "data", stations=[{"id": "1"}])
-    store = Store(config.store_dir)
-    state = State(
-        config, store=store, publish=lambda *_, **__: None, clock=lambda: datetime.now(UTC)
-    )
-    await state.load()
     socket_file = tmp_path / "admin.sock"
-    try:
-        async with (
-            MesClient(config.mes) as mes,
-            serving(LiveAdmin(state, mes=mes, wake=lambda _: None), socket_file),
-        ):
-            reader, writer = await asyncio.open_unix_connection(str(socket_file))
-            writer.write(request_bytes)
-            writer.write_eof()  # a short body ends here, not after a timeout
-            answer = await asyncio.wait_for(reader.read(), 10)
-            writer.close()
-            head, _, body = answer.partition(b"\r\n\r\n")
-            assert head.startswith(f"HTTP/1.1 {status} ".encode())
-            assert error in json.loads(body)["error"]
-            # The bridge's channel still serves the next command.
-            reader, writer = await asyncio.open_unix_connection(str(socket_file))
-            writer.write(b'POST /outbox/drop HTTP/1.1\r\nContent-Length: 13\r\n\r\n{"seqs": [1]}')
-            answer = await asyncio.wait_for(reader.read(), 10)
-            writer.close()
-            assert answer.startswith(b"HTTP/1.1 409 ") and b"there is no request #1" in answer
-    finally:
-        await store.close()
+    async with admin_socket(tmp_path / "data", socket_file):
+        reader, writer = await asyncio.open_unix_connection(str(socket_file))
+        writer.write(request_bytes)
+        writer.write_eof()  # a short body ends here, not after a timeout
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(f"HTTP/1.1 {status} ".encode())
+        assert error in json.loads(body)["error"]
+        # The bridge's channel still serves the next command.
+        reader, writer = await asyncio.open_unix_connection(str(socket_file))
+        writer.write(b'POST /outbox/drop HTTP/1.1\r\nContent-Length: 13\r\n\r\n{"seqs": [1]}')
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 409 ") and b"there is no request #1" in answer
