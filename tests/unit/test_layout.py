@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 import importlib
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -134,3 +136,14 @@ def test_documents_link_and_point_to_what_exists(document: Path) -> None:
     missing = [p for p in links if not (document.parent / p).exists()]
     missing += [p for p in paths if not (ROOT / p).exists() and "{" not in p]
     assert not missing, f"{document.name} names what does not exist: {missing}"
+
+
+def test_a_public_name_loads_only_the_module_that_holds_it() -> None:
+    # A fresh interpreter: reading the store from the package must not bring in the embedded
+    # broker (amqtt), which the bridge imports only when the config embeds one.
+    probe = (
+        "import sys, bridge.adapters as adapters; adapters.Store; "
+        "print(sorted(m for m in sys.modules if m.startswith(('bridge.adapters.', 'amqtt'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "['bridge.adapters.store']"
