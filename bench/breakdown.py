@@ -65,7 +65,7 @@ STEPS = {
     "handle": "Lifecycle.handle (all of it)",
     "parse": "parse_payload: json.loads + pydantic MeasurementIn",
     "select": "select_batch",
-    "record": "record: Batch.model_copy with the merged dict",
+    "record": "record: the batch with the new values (Batch.model_copy)",
     "writes": "Change.writes: the batch header and the new row",
     "commit": "Store.commit (awaited, wall time)",
     "thread": "  of which in the store thread (SQLite, files, fsync)",

@@ -285,10 +285,17 @@ class BridgeConfig(BaseSettings):
     _by_id: tuple[list[StationConfig], dict[str, StationConfig]] | None = PrivateAttr(None)
 
     def station(self, station_id: str) -> StationConfig | None:
+        # Read from pydantic's dict of private values, not as `self._by_id`: its `__getattr__`
+        # costs ~3 µs a read (it probes the attribute for a descriptor, and the probe raises
+        # inside), and this runs twice per message.
+        private = self.__pydantic_private__
+        assert private is not None  # a model with private attributes always has the dict
+        by_id: tuple[list[StationConfig], dict[str, StationConfig]] | None = private["_by_id"]
         # Rebuilt when the list is not the one indexed (a copy of the config with other stations).
-        if self._by_id is None or self._by_id[0] is not self.stations:
-            self._by_id = (self.stations, {station.id: station for station in self.stations})
-        return self._by_id[1].get(station_id)
+        if by_id is None or by_id[0] is not self.stations:
+            by_id = (self.stations, {station.id: station for station in self.stations})
+            private["_by_id"] = by_id
+        return by_id[1].get(station_id)
 
     @property
     def store_dir(self) -> Path:

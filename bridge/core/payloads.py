@@ -161,14 +161,12 @@ def parse_payload(kind: Inbound, raw: bytes, *, max_bytes: int) -> Payload | Pro
     try:
         # Decoded first: json.loads would also guess UTF-16/32 from bytes, and MQTT says UTF-8.
         text = raw.decode("utf-8")
-        data = json.loads(
-            text,
-            parse_constant=_not_json,
-            parse_float=_finite,
-            # Checking every integer costs a Python call each; only 309 digits in a row or more
-            # can be beyond a float.
-            parse_int=_float_sized if _LONG_DIGITS.search(text) else None,
-        )
+        # Checking every integer costs a Python call each; only 309 digits in a row or more can
+        # be beyond a float.
+        decoder = _DECODER_LONG if _LONG_DIGITS.search(text) else _DECODER
+        if text.startswith("\ufeff"):  # refused as json.loads refuses it (the decoder does not)
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        data = decoder.decode(text)
     except (UnicodeDecodeError, ValueError) as error:
         return Problem(ProblemCode.INVALID_JSON, str(error))
     except RecursionError:
@@ -227,6 +225,13 @@ def _unsendable(data: dict[str, Any]) -> Problem | None:
                     ProblemCode.INVALID_JSON, "a string holds a lone surrogate (\\ud800…)"
                 )
     return None
+
+
+# What json.loads would build anew on every call with these hooks.
+_DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite)
+_DECODER_LONG = json.JSONDecoder(
+    parse_constant=_not_json, parse_float=_finite, parse_int=_float_sized
+)
 
 
 def describe(error: ValidationError) -> str:

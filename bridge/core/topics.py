@@ -17,6 +17,10 @@ class Inbound(StrEnum):
     CONVERT = "wip/convert"
 
 
+# By topic: a dict lookup costs a tenth of `Inbound(text)`, on every message.
+_INBOUND = {kind.value: kind for kind in Inbound}
+
+
 class ResultKind(StrEnum):
     """The outcome topics below `station/{sid}/result/`."""
 
@@ -63,10 +67,8 @@ class Topics:
         parts = topic[len(head) :].split("/", 2)
         if len(parts) != 3 or parts[0] != "station" or not parts[1]:
             return None
-        try:
-            return parts[1], Inbound(parts[2])
-        except ValueError:
-            return None
+        kind = _INBOUND.get(parts[2])
+        return None if kind is None else (parts[1], kind)
 
     def inbound(self, station_id: str, kind: Inbound) -> str:
         return self._full(f"station/{station_id}/{kind.value}")

@@ -160,7 +160,7 @@ class Lifecycle:
         updated: Batch | None = None
         try:
             async with self._state.transaction() as tx:
-                batch = select_batch(self._state.batches.values(), station_id, None)
+                batch = select_batch(self._state.station_batches(station_id), station_id, None)
                 station = self._config.station(station_id)
                 if not isinstance(batch, Problem) and station is not None:
                     candidate = record(batch, values)
@@ -183,7 +183,7 @@ class Lifecycle:
 
     def _start(self, tx: Transaction, station: StationConfig, start: BatchStart) -> None:
         ids = {"wip_id": start.wip_id, "process_id": start.process_id, "batch_id": start.batch_id}
-        if is_redelivery(self._state.batches.values(), station.id, start):
+        if is_redelivery(self._state.station_batches(station.id), station.id, start):
             _log.info("batch %s: the same start again: ignored", start.batch_id)
             return
         pending = self._state.outbox.pending_count()
@@ -212,7 +212,7 @@ class Lifecycle:
         self._enqueue(tx, request, station.id, batch, Change(batches=[batch]), batch.clock_note)
 
     def _measure(self, tx: Transaction, station: StationConfig, message: MeasurementIn) -> None:
-        batch = select_batch(self._state.batches.values(), station.id, message.batch_id)
+        batch = select_batch(self._state.station_batches(station.id), station.id, message.batch_id)
         if isinstance(batch, Problem):
             tx.error(station.id, batch, batch_id=message.batch_id)
             return
@@ -229,7 +229,7 @@ class Lifecycle:
         tx.status_soon(station.id)
 
     def _complete(self, tx: Transaction, station: StationConfig, message: BatchComplete) -> None:
-        batch = select_batch(self._state.batches.values(), station.id, message.batch_id)
+        batch = select_batch(self._state.station_batches(station.id), station.id, message.batch_id)
         if isinstance(batch, Problem):
             tx.error(station.id, batch, batch_id=message.batch_id)
             return
@@ -243,7 +243,7 @@ class Lifecycle:
         self._enqueue(tx, request, station.id, batch, Change(dropped_batches=[batch]), note)
 
     def _abort(self, tx: Transaction, station: StationConfig, message: BatchAbort) -> None:
-        batch = select_batch(self._state.batches.values(), station.id, message.batch_id)
+        batch = select_batch(self._state.station_batches(station.id), station.id, message.batch_id)
         if isinstance(batch, Problem):
             tx.error(station.id, batch, batch_id=message.batch_id)
             return

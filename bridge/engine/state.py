@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -69,13 +69,14 @@ class Transaction:
             self.writes[NEXT_SEQ_KEY] = str(state.outbox.next_seq)
         for entry in [*change.entries, *change.dropped_entries]:
             self._old_entries.setdefault(entry.seq, state.outbox.get(entry.seq))
-        for batch in [*change.updated_batches(), *change.dropped_batches]:
+        updated = change.updated_batches()
+        for batch in [*updated, *change.dropped_batches]:
             self._old_batches.setdefault(batch.uid, state.batches.get(batch.uid))
         state.outbox.apply(change)
         for batch in change.dropped_batches:
-            state.batches.pop(batch.uid, None)
-        for batch in change.updated_batches():
-            state.batches[batch.uid] = batch
+            state._put_batch(batch.uid, None)
+        for batch in updated:
+            state._put_batch(batch.uid, batch)
 
     def put(self, key: str, value: str | None) -> None:
         """A row of the bridge's own bookkeeping, written in the same commit."""
@@ -131,10 +132,7 @@ class Transaction:
         for seq, entry in self._old_entries.items():
             state.outbox.put(seq, entry)
         for uid, batch in self._old_batches.items():
-            if batch is None:
-                state.batches.pop(uid, None)
-            else:
-                state.batches[uid] = batch
+            state._put_batch(uid, batch)
 
     def _run_effects(self) -> None:
         for effect in self._effects:
@@ -159,7 +157,11 @@ class State:
         self.clock = clock
         self.publish = publish
         self.topics = Topics(config.mqtt.topic_prefix)
-        self.batches: dict[str, Batch] = {}  # by uid: batch ids are unique per station only
+        # By uid: batch ids are unique per station only. Changed only by `_put_batch` (and
+        # `load`), which keeps `_by_station` with it.
+        self.batches: dict[str, Batch] = {}
+        # The same batches by station, then uid: a message looks among its station's few.
+        self._by_station: dict[str, dict[str, Batch]] = {}
         self.outbox = Outbox()
         self.mes_state = MesState.UNKNOWN
         self.mes_confirmed_at: datetime | None = (
@@ -176,7 +178,10 @@ class State:
     async def load(self) -> None:
         """Read the disk: batches and outbox survive restarts."""
         rows = await self.store.open(skip=(redelivery.PREFIX,))
-        self.batches, self.outbox = load_state(rows)
+        batches, self.outbox = load_state(rows)
+        self.batches, self._by_station = {}, {}
+        for uid, batch in batches.items():
+            self._put_batch(uid, batch)
         self._broker_seen = _BROKER_SESSION_KEY in rows
         del rows
         # What was loaded lives as long as the bridge: keep it out of the cyclic GC's full
@@ -199,6 +204,24 @@ class State:
                     batch.process,
                     batch.station_id,
                 )
+
+    def station_batches(self, station_id: str) -> Collection[Batch]:
+        """The station's active batches, in the order they were opened."""
+        return self._by_station.get(station_id, {}).values()
+
+    def _put_batch(self, uid: str, batch: Batch | None) -> None:
+        """Set (or, with None, remove) one active batch, in `batches` and by its station. A
+        batch that is replaced keeps its place in both (the order statuses list them in)."""
+        if batch is None:
+            gone = self.batches.pop(uid, None)
+            if gone is not None:
+                here = self._by_station[gone.station_id]
+                del here[uid]
+                if not here:
+                    del self._by_station[gone.station_id]
+        else:
+            self.batches[uid] = batch
+            self._by_station.setdefault(batch.station_id, {})[uid] = batch
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from bridge.adapters.store import Store, StoreError
+from bridge.adapters.store import Store, StoreError, read_directory
 from bridge.app import stop, utc_now
 from bridge.config import BridgeConfig
+from bridge.core.outbox import load_state
 from bridge.core.topics import Received
 from bridge.engine.lifecycle import Lifecycle
 from bridge.engine.reports import DeliveryReports
@@ -105,3 +106,47 @@ async def test_a_failed_group_commit_undoes_all_of_it_and_says_so(
     store.refuse = False
     await lifecycle.handle(messages(sim.wip_ids[0]))  # the same again, now with a working disk
     assert [entry.action for entry in state.outbox] == ["start", "complete"]
+
+
+async def test_a_failed_commit_of_readings_puts_each_batch_back_exactly(
+    bridge: Bridge, sim: MesSimulator
+) -> None:
+    lifecycle, state, store, _ = bridge
+    first, second = sim.wip_ids[:2]
+
+    def sent(topic: str, body: dict[str, Any]) -> Received:
+        return Received(f"station/1/{topic}", json.dumps(body).encode())
+
+    def reading(batch_id: str, i: int, **more: Any) -> Received:
+        return sent("measurement", {"batch_id": batch_id, "name": f"m{i % 30}", "value": i, **more})
+
+    opened = [
+        sent(
+            "batch/start", {"wip_id": wip, "process_id": 1, "operator_id": OPERATOR, "batch_id": b}
+        )
+        for wip, b in ((first, "a"), (second, "b"))
+    ]
+    # Enough readings that the batches' measurements were merged more than once (`Gathered`).
+    await lifecycle.handle([*opened, *(reading(b, i) for i in range(40) for b in "ab")])
+    before = dict(state.batches)
+    held = {uid: (dict(b.measurements), b.gathered_bytes()) for uid, b in before.items()}
+    in_order = list(state.station_batches("1"))
+
+    store.refuse = True
+    group = [
+        reading(b, i, defects=["SCRATCH"] if i == 45 else []) for i in range(25, 70) for b in "ab"
+    ]
+    await lifecycle.handle(group)
+    assert state.batches == before
+    assert all(state.batches[uid] is batch for uid, batch in before.items())  # the same objects
+    assert list(state.station_batches("1")) == in_order
+    assert {uid: (dict(b.measurements), b.gathered_bytes()) for uid, b in before.items()} == held
+
+    store.refuse = False
+    await lifecycle.handle(group)  # again, with a working disk: as if the first never happened
+    batches, _ = load_state(read_directory(store.directory))
+    assert batches == state.batches
+    for uid, batch in state.batches.items():
+        assert list(batch.measurements) == [f"m{i}" for i in range(30)]
+        assert batch.measurements["m9"].value == 69 and batch.defects == ["SCRATCH"]
+        assert batch.gathered_bytes() == batches[uid].gathered_bytes()  # counted afresh there

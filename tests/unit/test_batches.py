@@ -3,14 +3,19 @@ given)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge.config import BatchesConfig, Limit, StationConfig
 from bridge.core.batches import (
     Batch,
+    Gathered,
+    _item_bytes,
     close_batch,
     is_redelivery,
     open_batch,
@@ -295,6 +300,107 @@ def test_record_leaves_the_original_batch_unchanged() -> None:
     updated = record(original, measured({"torque": 1.5}, "Nm"), defects=["X"])
     assert original.measurements == {} and original.defects == []
     assert updated.batch_id == original.batch_id and updated.started_at == original.started_at
+
+
+@pytest.mark.parametrize(
+    ("messages", "defects"),
+    [
+        ([{"a": 1}, {"b": 2}, {"c": 3}], [[], [], []]),
+        ([{"a": 1}, {"a": 2.5}, {"b": "x"}], [["D1"], [], ["D2", "D1"]]),
+        ([{f"m{i}": i} for i in range(40)] + [{"m3": "again"}], [[]] * 41),
+    ],
+    ids=["new-names", "repeated-name-and-defects", "past-several-merges"],
+)
+def test_record_of_a_group_equals_the_record_of_each_in_turn(
+    messages: list[dict[str, Any]], defects: list[list[str]]
+) -> None:
+    one_by_one = batch()
+    for values, codes in zip(messages, defects, strict=True):
+        one_by_one = record(one_by_one, measured(values), defects=codes)
+    merged = {name: value for values in messages for name, value in values.items()}
+    at_once = record(batch(), measured(merged), defects=[c for codes in defects for c in codes])
+    assert at_once == one_by_one
+    assert list(at_once.measurements) == list(one_by_one.measurements)  # the same order too
+    assert at_once.gathered_bytes() == one_by_one.gathered_bytes()
+
+
+def test_the_sizes_kept_by_record_equal_a_fresh_count_after_many_messages() -> None:
+    running = batch()
+    for i in range(300):  # past several merges of the measurements, names sent again
+        values = {f"m{i % 70}": i / 7, f"s{i % 11}": "한" * (i % 5)}
+        running = record(running, measured(values), defects=[f"D{i % 4}"] if i % 9 == 0 else [])
+        if i % 37 == 0:
+            assert within_bounds(running, STATION, bounds=BatchesConfig()) is None
+    fresh = Batch.model_validate_json(running.model_dump_json())  # as loaded from the store
+    assert fresh == running and len(fresh.measurements) == len(running.measurements) == 81
+    assert running.gathered_bytes() == fresh.gathered_bytes()
+    assert counted(running) == counted(fresh)
+
+
+def test_the_batches_a_batch_was_recorded_from_keep_their_measurements() -> None:
+    # Versions share what they hold: each must still read as it was made, also once later ones
+    # merged their measurements (what a failed transaction puts back is such an older version).
+    versions = [batch()]
+    for i in range(60):
+        versions.append(record(versions[-1], measured({f"m{i % 25}": i})))
+    for i, version in enumerate(versions):
+        expected: dict[str, Measured] = {}
+        for j in range(i):
+            expected[f"m{j % 25}"] = Measured(value=j)
+        assert dict(version.measurements) == expected
+        assert list(version.measurements) == list(expected) and len(version.measurements) == len(
+            expected
+        )
+
+
+@given(
+    st.lists(
+        st.dictionaries(st.sampled_from("abcdefghijklmnopqrstuvwxyz"), st.integers(), max_size=4),
+        max_size=80,
+    )
+)
+def test_gathered_reads_as_the_dicts_it_stands_for(steps: list[dict[str, int]]) -> None:
+    # What `{**old, **new}` made every time: the same names, order, values and size, for every
+    # version made along the way, read after all of them were made.
+    dicts: list[dict[str, Measured]] = [{}]
+    versions = [Gathered.of({})]
+    for step in steps:
+        values = {name: Measured(value=value) for name, value in step.items()}
+        dicts.append({**dicts[-1], **values})
+        versions.append(versions[-1].with_values(values))
+    for plain, version in zip(dicts, versions, strict=True):
+        assert version == plain and plain == version
+        assert list(version) == list(plain) and list(version.items()) == list(plain.items())
+        assert len(version) == len(plain)
+        for name in "abz":
+            assert (name in version) is (name in plain)
+            assert version.get(name) == plain.get(name)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        0,
+        -17,
+        10**30,
+        True,
+        None,
+        1.5,
+        -0.0,
+        1e16,
+        -1e-7,
+        float("nan"),
+        float("inf"),
+        "m1",
+        "tab\there \u2028 한",
+        'quote " and \\',
+        [1, "a", {"b": None}],
+        {"k": [1.25, False]},
+    ],
+)
+def test_an_item_is_counted_as_json_writes_it(value: Any) -> None:
+    compact = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    assert _item_bytes(value) == len(compact.encode()) + 1
 
 
 # -- close_batch ---------------------------------------------------------------------------------

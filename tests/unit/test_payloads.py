@@ -17,6 +17,9 @@ from bridge.core.payloads import (
     MeasurementIn,
     Payload,
     WipConvert,
+    _finite,
+    _float_sized,
+    _not_json,
     parse_payload,
 )
 from bridge.core.problems import Problem, ProblemCode
@@ -681,3 +684,26 @@ def test_a_large_integer_within_a_float_is_a_measurement() -> None:
         Inbound.MEASUREMENT, b'{"name":"n","value":' + b"9" * 300 + b"}", max_bytes=MAX
     )
     assert isinstance(parsed, MeasurementIn)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'\xef\xbb\xbf{"name": "t", "value": 1}',
+        b'{"name": "t", "value": 1',
+        b'{"name": "t", "value": NaN}',
+        b'{"name": "t", "value": 1e999}',
+        b'{"name": "t", "value": ' + b"9" * 400 + b"}",
+        b"",
+    ],
+    ids=["utf8-bom", "truncated", "nan", "float-overflow", "beyond-a-float", "empty"],
+)
+def test_bad_json_is_refused_in_json_loads_own_words(body: bytes) -> None:
+    # The decoders are made once rather than by json.loads per message: what they say is the same.
+    long = b"9" * 309 in body
+    hooks: dict[str, Any] = {"parse_int": _float_sized} if long else {}
+    with pytest.raises(ValueError) as expected:
+        json.loads(body.decode(), parse_constant=_not_json, parse_float=_finite, **hooks)
+    problem = parse_payload(Inbound.MEASUREMENT, body, max_bytes=MAX)
+    assert isinstance(problem, Problem)
+    assert (problem.code, problem.detail) == (ProblemCode.INVALID_JSON, str(expected.value))
