@@ -59,6 +59,7 @@ OnConnect = Callable[[bool], Awaitable[None]]
 _QUEUE_LIMIT = 10_000  # outcomes kept while disconnected (outcomes, not records)
 _IN_FLIGHT = 100  # QoS 1 messages sent and not acknowledged yet, at the most
 _GROUP_LIMIT = 100  # inbound messages handled (and committed) together at the most
+_READ_SIZE = 1 << 16  # bytes asked of the socket at once
 
 
 class MqttLink:
@@ -279,6 +280,10 @@ class _Client(aiomqtt.Client):
         self._inbox: collections.deque[Received] = collections.deque()
         self._arrival = asyncio.Event()
         self._acknowledged: dict[int, Callable[[], None]] = {}  # by mid: `send`'s callbacks
+        self._read = b""  # what the last recv brought, from `_read_at` on not yet read by paho
+        self._read_at = 0
+        self._socket_recv = self._client._sock_recv
+        self._client._sock_recv = self._recv  # type: ignore[method-assign]
 
     def _on_connect(
         self,
@@ -295,6 +300,35 @@ class _Client(aiomqtt.Client):
         with contextlib.suppress(OSError, AttributeError):  # a socket that is not TCP
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super()._on_socket_open(client, userdata, sock)
+
+        def read() -> None:
+            # Every packet in what one recv brought, not one packet per wake-up as aiomqtt's
+            # reader does (paho reads as many as it has messages in flight, at least one).
+            try:
+                while client.loop_read() == paho.MQTT_ERR_SUCCESS and (
+                    self._unread() or getattr(sock, "pending", lambda: 0)() > 0
+                ):
+                    pass
+            except Exception as error:  # a broken connection: end the session, as aiomqtt does
+                if not self._disconnected.done():
+                    self._disconnected.set_exception(error)
+
+        # Queued after aiomqtt's own reader (paho calls this from the connecting thread): it
+        # takes that reader's place.
+        self._loop.call_soon_threadsafe(self._loop.add_reader, sock.fileno(), read)
+
+    def _recv(self, bufsize: int) -> bytes:
+        """paho's `_sock_recv`, from a buffer: paho asks for a packet's bytes a few at a time
+        (the fixed header byte by byte), and each ask was a system call."""
+        if self._read_at >= len(self._read):
+            self._read = self._socket_recv(_READ_SIZE)  # raises as paho's (BlockingIOError...)
+            self._read_at = 0
+        start = self._read_at
+        self._read_at = min(start + bufsize, len(self._read))
+        return self._read[start : self._read_at]
+
+    def _unread(self) -> bool:
+        return self._read_at < len(self._read)
 
     def _on_socket_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         # As aiomqtt's own, but corked: with TCP_NODELAY every send would be a packet of its own.
