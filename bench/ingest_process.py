@@ -148,6 +148,9 @@ async def durable_consumer(prefix: str, identifier: str, stations: list[str], n:
                     await consumer.subscribe(topics.inbound(station, Inbound.MEASUREMENT), qos=1)
                 print("ready", flush=True)
                 await consume_durably(consumer, store, n, lambda taken: print(taken, flush=True))
+                # Its threads' CPU is read after the last count: the store's worker must be
+                # there still. The parent closes our stdin when it has read them.
+                await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
         finally:
             await store.close()
 
@@ -160,9 +163,10 @@ async def baseline_run(stations: list[str], n: int) -> tuple[float, dict[int, fl
     consumer = await asyncio.create_subprocess_exec(
         *[sys.executable, __file__, "--durable-consumer", prefix, identifier],
         *["--messages", str(n), "--stations", str(len(stations))],
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )
-    assert consumer.stdout is not None
+    assert consumer.stdin is not None and consumer.stdout is not None
     output = consumer.stdout
 
     async def follow() -> None:
@@ -180,6 +184,7 @@ async def baseline_run(stations: list[str], n: int) -> tuple[float, dict[int, fl
             await flood(client, messages_for(Topics(prefix), stations, n), progress)
             await progress.reach(n)
             after = thread_cpu(consumer.pid)
+        consumer.stdin.close()
         await reading
         spent = {tid: cpu - before.get(tid, 0.0) for tid, cpu in after.items()}
         return n / (progress.seen_at - began), spent, consumer.pid
