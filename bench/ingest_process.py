@@ -1,15 +1,25 @@
-"""The 50-station ingest of `ingest_stations.py` with the bridge in its own process, and what that
-process spends per message: CPU of each of its threads, read from /proc. In `ingest_stations.py`
-the bridge shares one interpreter with the publisher, the status watcher and the simulator, and
-cProfile sees only the event loop's thread: here the store's worker thread shows too.
+"""The 50-station ingest of `ingest_stations.py` with each consumer in a process of its own, as
+the bridge runs on the Pi, and what that process spends per message: CPU of each of its threads,
+read from /proc. In `ingest_stations.py` the consumer shares one interpreter (one GIL) with the
+publisher, the status watcher and the simulator, and cProfile sees only the event loop's thread:
+here the store's worker thread shows too.
 
     .venv/bin/python bench/ingest_process.py [--messages N] [--stations S] [--repeat K]
 
-The bridge runs as `python -m bridge run --config FILE` (a temporary YAML: S stations, the MES
-simulator in this process, its rate limit lifted). Each station's batch is started, then N
-measurements go round robin as in ingest_stations.py; the clock stops when the statuses add up
-to N. Printed per repeat: msg/s, and the bridge's CPU per message in all and per thread (the
-event loop's thread is the one with the process's id). A measurement, no thresholds.
+Each repeat, one after the other, the same N measurements round robin over S stations, from this
+process (at most `WINDOW` ahead of the consumer, as in ingest_stations.py):
+
+* durable: `ingest_stations.consume_durably` (the durable baseline: parse what arrived together,
+  one fsync'd commit, acknowledge) run as `ingest_process.py --durable-consumer`; it prints its
+  count after each commit, and the clock stops when that reaches N.
+* bridge: `python -m bridge run --config FILE` (a temporary YAML: S stations, the MES simulator
+  in this process, its rate limit lifted); each station's batch is started first, and the clock
+  stops when the statuses add up to N.
+
+Printed per repeat and phase: msg/s, and the consumer's CPU per message in all and per thread
+(the event loop's thread is the one with the process's id); then bridge/durable for msg/s and
+durable/bridge for CPU per message (both read "1.0 = as cheap as the baseline"), and their
+medians. A measurement, no thresholds.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import argparse
 import asyncio
 import os
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -35,9 +46,10 @@ from ingest import (
     new_tag,
     publisher,
 )
-from ingest_stations import ENDPOINT, StationWatch, flood, messages_for
+from ingest_stations import ENDPOINT, StationWatch, consume_durably, flood, messages_for
 
-from bridge.core.topics import Topics
+from bridge.adapters.store import Store
+from bridge.core.topics import Inbound, Topics
 from mes_sim import MesSimulator
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -121,21 +133,104 @@ async def one_run(stations: list[str], n: int) -> tuple[float, dict[int, float],
             await forget(ENDPOINT, f"station-bridge-{bridge_id}", retained=retained)
 
 
+async def durable_consumer(prefix: str, identifier: str, stations: list[str], n: int) -> None:
+    """The durable baseline in a process of its own (`--durable-consumer`): prints `ready` once
+    subscribed, then how many messages it has taken after each commit."""
+    topics = Topics(prefix)
+    consumer = aiomqtt.Client(*MOSQUITTO, identifier=identifier, clean_session=False)
+    consumer._client.manual_ack_set(True)
+    with tempfile.TemporaryDirectory(prefix="bench-durable-") as tmp:
+        store = Store(Path(tmp))
+        await store.open()
+        try:
+            async with consumer:
+                for station in stations:
+                    await consumer.subscribe(topics.inbound(station, Inbound.MEASUREMENT), qos=1)
+                print("ready", flush=True)
+                await consume_durably(consumer, store, n, lambda taken: print(taken, flush=True))
+                # Its threads' CPU is read after the last count: the store's worker must be
+                # there still. The parent closes our stdin when it has read them.
+                await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        finally:
+            await store.close()
+
+
+async def baseline_run(stations: list[str], n: int) -> tuple[float, dict[int, float], int]:
+    """msg/s, CPU seconds per thread over the flood, and the pid of the durable consumer."""
+    tag = new_tag()
+    prefix, identifier = f"bench-{tag}", f"bench-durable-{tag}"
+    progress = Progress()
+    consumer = await asyncio.create_subprocess_exec(
+        *[sys.executable, __file__, "--durable-consumer", prefix, identifier],
+        *["--messages", str(n), "--stations", str(len(stations))],
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert consumer.stdin is not None and consumer.stdout is not None
+    output = consumer.stdout
+
+    async def follow() -> None:
+        while line := await output.readline():
+            progress.update(int(line))
+
+    try:
+        ready = await asyncio.wait_for(output.readline(), START_TIMEOUT_S)
+        if ready.strip() != b"ready":
+            raise RuntimeError(f"the durable consumer said {ready!r}")
+        reading = asyncio.create_task(follow())
+        async with publisher(ENDPOINT, tag) as client:
+            before = thread_cpu(consumer.pid)
+            began = time.perf_counter()
+            await flood(client, messages_for(Topics(prefix), stations, n), progress)
+            await progress.reach(n)
+            after = thread_cpu(consumer.pid)
+        consumer.stdin.close()
+        await reading
+        spent = {tid: cpu - before.get(tid, 0.0) for tid, cpu in after.items()}
+        return n / (progress.seen_at - began), spent, consumer.pid
+    finally:
+        if consumer.returncode is None:
+            consumer.kill()
+        await consumer.wait()
+        await forget(ENDPOINT, identifier)
+
+
+def cpu_line(name: str, n: int, rate: float, spent: dict[int, float], pid: int) -> float:
+    """Print one process's figures; returns its CPU in µs per message."""
+    loop = spent.pop(pid, 0.0)
+    others = sorted((cpu for cpu in spent.values() if cpu > 0), reverse=True)
+    per = n / 1e6
+    total = (loop + sum(others)) / per
+    threads = ", ".join(f"{cpu / per:.0f}" for cpu in others)
+    print(
+        f"  {name:<8} {rate:6.0f} msg/s; CPU {total:4.0f} us/msg: event loop "
+        f"{loop / per:.0f}, other threads {threads or '0'} (the store's worker first)"
+    )
+    return total
+
+
 async def main_async(args: argparse.Namespace) -> None:
-    print(machine())
     stations = [f"S{n:02d}" for n in range(args.stations)]
-    print(f"{args.messages} messages over {args.stations} stations; bridge CPU in us per message")
+    if args.durable_consumer:
+        prefix, identifier = args.durable_consumer
+        await durable_consumer(prefix, identifier, stations, args.messages)
+        return
+    print(machine())
+    print(f"{args.messages} messages over {args.stations} stations; CPU in us per message")
+    rates, cpus = [], []
     for run in range(1, args.repeat + 1):
+        print(f"{run}:")
+        base_rate, base_spent, base_pid = await baseline_run(stations, args.messages)
+        base_cpu = cpu_line("durable", args.messages, base_rate, base_spent, base_pid)
         rate, spent, pid = await one_run(stations, args.messages)
-        loop = spent.pop(pid, 0.0)
-        others = sorted((cpu for cpu in spent.values() if cpu > 0), reverse=True)
-        total = loop + sum(others)
-        per = args.messages / 1e6
-        threads = ", ".join(f"{cpu / per:.0f}" for cpu in others)
-        print(
-            f"{run:>3}: {rate:6.0f} msg/s; CPU {total / per:4.0f} us/msg: event loop "
-            f"{loop / per:.0f}, other threads {threads or '0'} (the store's worker first)"
-        )
+        cpu = cpu_line("bridge", args.messages, rate, spent, pid)
+        rates.append(rate / base_rate)
+        cpus.append(base_cpu / cpu)
+        print(f"  bridge/durable: msg/s {rates[-1]:.3f}, CPU per message (inverted) {cpus[-1]:.3f}")
+    print(
+        f"medians: bridge/durable msg/s {statistics.median(rates):.3f}, "
+        f"durable CPU / bridge CPU {statistics.median(cpus):.3f}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -143,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--stations", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--durable-consumer", nargs=2, metavar=("PREFIX", "ID"), help="internal")
     asyncio.run(main_async(parser.parse_args(argv)))
     return 0
 

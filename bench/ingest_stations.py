@@ -26,7 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import aiomqtt
@@ -81,6 +81,28 @@ async def flood(
             tasks.create_task(one(topic, body))
 
 
+async def consume_durably(
+    consumer: aiomqtt.Client, store: Store, n: int, progress: Callable[[int], None]
+) -> None:
+    """The durable baseline's consumer: what has arrived together is parsed and written in one
+    fsync'd commit, then acknowledged (the client must be in manual-ack mode)."""
+    taken = 0
+    messages = consumer.messages
+    while taken < n:
+        group = [await anext(messages)]
+        while len(messages):
+            group.append(await anext(messages))
+        rows = {}
+        for message in group:
+            assert isinstance(message.payload, bytes)
+            rows[f"m/{taken}"] = json.dumps(json.loads(message.payload))
+            taken += 1
+        await store.commit(rows)
+        for message in group:
+            consumer._client.ack(message.mid, message.qos)
+        progress(taken)
+
+
 async def baseline(stations: list[str], n: int) -> float:
     tag = new_tag()
     topics = Topics(f"bench-{tag}")
@@ -91,31 +113,13 @@ async def baseline(stations: list[str], n: int) -> float:
     with tempfile.TemporaryDirectory(prefix="bench-durable-") as tmp:
         store = Store(Path(tmp))
         await store.open()
-
-        async def consume() -> None:
-            taken = 0
-            messages = consumer.messages
-            while taken < n:
-                group = [await anext(messages)]
-                while len(messages):
-                    group.append(await anext(messages))
-                rows = {}
-                for message in group:
-                    assert isinstance(message.payload, bytes)
-                    rows[f"m/{taken}"] = json.dumps(json.loads(message.payload))
-                    taken += 1
-                await store.commit(rows)
-                for message in group:
-                    consumer._client.ack(message.mid, message.qos)
-                progress.update(taken)
-
         try:
             async with consumer, publisher(ENDPOINT, tag) as client:
                 for station in stations:
                     await consumer.subscribe(topics.inbound(station, Inbound.MEASUREMENT), qos=1)
                 async with asyncio.timeout(PHASE_TIMEOUT_S), asyncio.TaskGroup() as tasks:
                     began = time.perf_counter()
-                    tasks.create_task(consume())
+                    tasks.create_task(consume_durably(consumer, store, n, progress.update))
                     tasks.create_task(flood(client, messages_for(topics, stations, n), progress))
                 return n / (progress.seen_at - began)
         finally:

@@ -18,16 +18,22 @@
 - Only the configured stations' topics are subscribed, so that several bridges can share one
   broker, each with its own stations.
 - TCP_NODELAY on the socket: an outcome is one small packet, and Nagle's algorithm would hold it
-  until the previous one is acknowledged (paho does not set it).
+  until the previous one is acknowledged (paho does not set it). And TCP_CORK while paho writes
+  what has queued up: with Nagle off, each of a group's acknowledgements would otherwise be a
+  packet (and a wake-up of the broker) of its own.
+- Per message, as little as the protocol needs (issue 11's ingest): messages arrive straight into
+  the link's own buffer as `Received` and are taken a group at a time, and outgoing ones go
+  straight to paho with a callback for their PUBACK; aiomqtt's iterator and `publish` spend a
+  task, an event and a timer on every message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
-import math
 import random
 import socket
 import ssl
@@ -53,6 +59,7 @@ OnConnect = Callable[[bool], Awaitable[None]]
 _QUEUE_LIMIT = 10_000  # outcomes kept while disconnected (outcomes, not records)
 _IN_FLIGHT = 100  # QoS 1 messages sent and not acknowledged yet, at the most
 _GROUP_LIMIT = 100  # inbound messages handled (and committed) together at the most
+_READ_SIZE = 1 << 16  # bytes asked of the socket at once
 
 
 class MqttLink:
@@ -176,60 +183,45 @@ class MqttLink:
                     )
 
     async def _receive(self, client: _Client, handler: Handler) -> None:
-        messages = client.messages
         while True:
             # What has already arrived is handled as one group: one disk commit for all of it.
-            group = [await anext(messages)]
-            while len(messages) and len(group) < _GROUP_LIMIT:
-                group.append(await anext(messages))
+            group = await client.arrived(limit=_GROUP_LIMIT)
             try:
-                await handler([client.received(message) for message in group])
+                await handler(group)
             except Exception:
                 # A bug must not wedge the session on these messages: log it and move on.
                 _log.exception("handling %d message(s) failed", len(group))
             await self._faults.hit(FaultPoint.AFTER_COMMIT)
             for message in group:
-                if message.qos == 0:
+                if message.mid is None:
                     continue
-                code = client._client.ack(message.mid, message.qos)
+                code = client._client.ack(message.mid, 1)
                 if code != paho.MQTT_ERR_SUCCESS:
                     # The broker sends it again; the handler will recognise it then.
                     _log.warning(
                         "acknowledging message %d on %s failed (%s): it will come again",
                         message.mid,
-                        message.topic.value,
+                        message.topic,
                         paho.error_string(code),
                     )
 
-    async def _send(self, client: aiomqtt.Client) -> None:
+    async def _send(self, client: _Client) -> None:
         """Hand messages to the client as they come, up to `_IN_FLIGHT` unacknowledged: paho
-        writes them in the order they are handed over, and a failed one ends the session
-        (what was in flight is sent again after the reconnect)."""
+        writes them in the order they are handed over. A message the client cannot take ends
+        the session; what was in flight is sent again after the reconnect."""
         window = asyncio.Semaphore(_IN_FLIGHT)
-        async with asyncio.TaskGroup() as publishing:
-            while True:
-                await window.acquire()
-                while (taken := self._outgoing.take()) is None:
-                    self._has_outgoing.clear()
-                    await self._has_outgoing.wait()
-                token, message = taken
-                # The task's first step hands the message to paho: tasks start in the order
-                # they were made, so the messages go out in this order.
-                publishing.create_task(self._publish(client, token, message, window))
+        while True:
+            await window.acquire()
+            while (taken := self._outgoing.take()) is None:
+                self._has_outgoing.clear()
+                await self._has_outgoing.wait()
+            token, message = taken
 
-    async def _publish(
-        self, client: aiomqtt.Client, token: int, message: Message, window: asyncio.Semaphore
-    ) -> None:
-        try:
-            # No timeout: Python 3.11's wait_for can swallow a cancellation that meets a
-            # completed publish, and the session would never end. A dead connection fails the
-            # publish anyway (keepalive).
-            await client.publish(
-                message.topic, message.body, qos=1, retain=message.retain, timeout=math.inf
-            )
-            self._outgoing.acknowledged(token)
-        finally:
-            window.release()
+            def acknowledged(token: int = token) -> None:
+                self._outgoing.acknowledged(token)
+                window.release()
+
+            client.send(message, acknowledged=acknowledged)
 
     def _report_dropped(self) -> None:
         if self.dropped > self._dropped_reported:
@@ -274,15 +266,24 @@ def _tls_context(config: MqttConfig) -> ssl.SSLContext | None:
 
 
 class _Client(aiomqtt.Client):
-    """aiomqtt's client, keeping two things paho reports that aiomqtt 2.5 drops: CONNACK's
-    session-present flag, and the DUP flag of a message the broker delivers again; and with
-    TCP_NODELAY on its socket."""
+    """aiomqtt's client, with what the bridge needs of paho that aiomqtt 2.5 does not give:
+    CONNACK's session-present flag; inbound messages as `Received` (with the DUP flag of one the
+    broker delivers again) taken a group at a time from a buffer of its own, instead of
+    aiomqtt's iterator, which makes a task and waits twice per message; TCP_NODELAY on its
+    socket; and its writes corked, so that what paho writes at once (a group's acknowledgements,
+    a burst of statuses) leaves in as few packets as the kernel can make of it."""
 
     session_present = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._redelivered: set[int] = set()
+        self._inbox: collections.deque[Received] = collections.deque()
+        self._arrival = asyncio.Event()
+        self._acknowledged: dict[int, Callable[[], None]] = {}  # by mid: `send`'s callbacks
+        self._read = b""  # what the last recv brought, from `_read_at` on not yet read by paho
+        self._read_at = 0
+        self._socket_recv = self._client._sock_recv
+        self._client._sock_recv = self._recv  # type: ignore[method-assign]
 
     def _on_connect(
         self,
@@ -300,20 +301,107 @@ class _Client(aiomqtt.Client):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super()._on_socket_open(client, userdata, sock)
 
-    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        if message.dup:
-            self._redelivered.add(message.mid)
-        super()._on_message(client, userdata, message)
+        def read() -> None:
+            # Every packet in what one recv brought, not one packet per wake-up as aiomqtt's
+            # reader does (paho reads as many as it has messages in flight, at least one).
+            try:
+                while client.loop_read() == paho.MQTT_ERR_SUCCESS and (
+                    self._unread() or getattr(sock, "pending", lambda: 0)() > 0
+                ):
+                    pass
+            except Exception as error:  # a broken connection: end the session, as aiomqtt does
+                if not self._disconnected.done():
+                    self._disconnected.set_exception(error)
 
-    def received(self, message: aiomqtt.Message) -> Received:
+        # Queued after aiomqtt's own reader (paho calls this from the connecting thread): it
+        # takes that reader's place.
+        self._loop.call_soon_threadsafe(self._loop.add_reader, sock.fileno(), read)
+
+    def _recv(self, bufsize: int) -> bytes:
+        """paho's `_sock_recv`, from a buffer: paho asks for a packet's bytes a few at a time
+        (the fixed header byte by byte), and each ask was a system call."""
+        if self._read_at >= len(self._read):
+            self._read = self._socket_recv(_READ_SIZE)  # raises as paho's (BlockingIOError...)
+            self._read_at = 0
+        start = self._read_at
+        self._read_at = min(start + bufsize, len(self._read))
+        return self._read[start : self._read_at]
+
+    def _unread(self) -> bool:
+        return self._read_at < len(self._read)
+
+    def _on_socket_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        # As aiomqtt's own, but corked: with TCP_NODELAY every send would be a packet of its own.
+        def write() -> None:
+            corked = _cork(sock, on=True)
+            try:
+                client.loop_write()
+            except Exception as error:  # a broken connection: end the session, as aiomqtt does
+                if not self._disconnected.done():
+                    self._disconnected.set_exception(error)
+            finally:
+                if corked:
+                    _cork(sock, on=False)
+
+        self._loop.call_soon_threadsafe(self._loop.add_writer, sock.fileno(), write)
+
+    def send(self, message: Message, *, acknowledged: Callable[[], None]) -> None:
+        """Publish at QoS 1 and call `acknowledged` when the broker's PUBACK comes: straight to
+        paho, without the task, event and timer that aiomqtt's `publish` spends on each message
+        (the link sends every outcome and status this way). Raises `aiomqtt.MqttCodeError` when
+        paho cannot take it (the connection is gone)."""
+        info = self._client.publish(message.topic, message.body, qos=1, retain=message.retain)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(info.rc, "could not publish")
+        # The PUBACK cannot come before this: paho writes from the event loop, later.
+        self._acknowledged[info.mid] = acknowledged
+
+    def _on_publish(
+        self, client: paho.Client, userdata: Any, mid: int, reason_code: Any, properties: Any
+    ) -> None:
+        acknowledged = self._acknowledged.pop(mid, None)
+        if acknowledged is None:
+            super()._on_publish(client, userdata, mid, reason_code, properties)
+        else:
+            acknowledged()
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         payload = message.payload
-        raw = payload if isinstance(payload, bytes) else str(payload).encode()
-        redelivered = message.mid in self._redelivered
-        self._redelivered.discard(message.mid)
-        return Received(
-            message.topic.value,
-            raw,
-            retained=message.retain,
-            mid=message.mid if message.qos > 0 else None,
-            redelivered=redelivered,
+        self._inbox.append(
+            Received(
+                message.topic,
+                payload if isinstance(payload, bytes) else bytes(payload),
+                retained=bool(message.retain),
+                mid=message.mid if message.qos > 0 else None,
+                redelivered=bool(message.dup),
+            )
         )
+        self._arrival.set()
+
+    async def arrived(self, *, limit: int) -> list[Received]:
+        """The messages that have arrived (at least one, at most `limit`), in order. Raises
+        `aiomqtt.MqttError` once the connection is lost: what is left unacknowledged comes again
+        in the next session."""
+        while not self._inbox and not self._disconnected.done():
+            self._arrival.clear()
+            waiting = asyncio.ensure_future(self._arrival.wait())
+            try:
+                await asyncio.wait(
+                    (waiting, self._disconnected), return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                waiting.cancel()
+        if self._disconnected.done():
+            raise aiomqtt.MqttError(
+                "Disconnected during message iteration"
+            ) from self._disconnected.exception()
+        inbox = self._inbox
+        return [inbox.popleft() for _ in range(min(limit, len(inbox)))]
+
+
+def _cork(sock: Any, *, on: bool) -> bool:
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1 if on else 0)
+    except (OSError, AttributeError):
+        return False
+    return True
