@@ -77,8 +77,14 @@ async def test_a_link_dropped_between_commit_and_ack_does_not_apply_messages_twi
                 ResultKind.STARTED,
                 where=lambda p: p["event"] == "PROCESS_STARTED" and p["wip_id"] == second,
             )
+            # A status that names the second WIP: one sent at connect time, before the queued
+            # messages were handled, would show the first batch still open.
             status = await tablet.status(
-                "1", lambda s: s["outbox"]["pending_total"] == 0 and s["active_batches"]
+                "1",
+                lambda s: (
+                    s["outbox"]["pending_total"] == 0
+                    and [b["wip_id"] for b in s["active_batches"]] == [second]
+                ),
             )
             try:
                 await asyncio.wait_for(redelivered.seen.wait(), 15)  # Mosquitto's DUP was seen
