@@ -11,7 +11,8 @@ process (at most `WINDOW` ahead of the consumer, as in ingest_stations.py):
 
 * durable: `ingest_stations.consume_durably` (the durable baseline: parse what arrived together,
   one fsync'd commit, acknowledge) run as `ingest_process.py --durable-consumer`; it prints its
-  count after each commit, and the clock stops when that reaches N.
+  count as the bridge's status would tell it (`ingest_stations.as_a_status`: 0.1 s after the
+  first change), and the clock stops when that reaches N.
 * bridge: `python -m bridge run --config FILE` (a temporary YAML: S stations, the MES simulator
   in this process, its rate limit lifted); each station's batch is started first, and the clock
   stops when the statuses add up to N.
@@ -40,13 +41,22 @@ import yaml
 from ingest import (
     MOSQUITTO,
     START_TIMEOUT_S,
+    WINDOW,
     Progress,
     forget,
     machine,
     new_tag,
     publisher,
+    window_bound,
 )
-from ingest_stations import ENDPOINT, StationWatch, consume_durably, flood, messages_for
+from ingest_stations import (
+    ENDPOINT,
+    StationWatch,
+    as_a_status,
+    consume_durably,
+    flood,
+    messages_for,
+)
 
 from bridge.adapters.store import Store
 from bridge.core.topics import Inbound, Topics
@@ -135,7 +145,7 @@ async def one_run(stations: list[str], n: int) -> tuple[float, dict[int, float],
 
 async def durable_consumer(prefix: str, identifier: str, stations: list[str], n: int) -> None:
     """The durable baseline in a process of its own (`--durable-consumer`): prints `ready` once
-    subscribed, then how many messages it has taken after each commit."""
+    subscribed, then how many messages it has taken, as the bridge's status would."""
     topics = Topics(prefix)
     consumer = aiomqtt.Client(*MOSQUITTO, identifier=identifier, clean_session=False)
     consumer._client.manual_ack_set(True)
@@ -147,7 +157,8 @@ async def durable_consumer(prefix: str, identifier: str, stations: list[str], n:
                 for station in stations:
                     await consumer.subscribe(topics.inbound(station, Inbound.MEASUREMENT), qos=1)
                 print("ready", flush=True)
-                await consume_durably(consumer, store, n, lambda taken: print(taken, flush=True))
+                tell = as_a_status(lambda taken: print(taken, flush=True))
+                await consume_durably(consumer, store, n, tell)
                 # Its threads' CPU is read after the last count: the store's worker must be
                 # there still. The parent closes our stdin when it has read them.
                 await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
@@ -224,6 +235,8 @@ async def main_async(args: argparse.Namespace) -> None:
         base_cpu = cpu_line("durable", args.messages, base_rate, base_spent, base_pid)
         rate, spent, pid = await one_run(stations, args.messages)
         cpu = cpu_line("bridge", args.messages, rate, spent, pid)
+        if window_bound(max(rate, base_rate)):
+            print(f"  note: held back by the publish window ({WINDOW}) in this run")
         rates.append(rate / base_rate)
         cpus.append(base_cpu / cpu)
         print(f"  bridge/durable: msg/s {rates[-1]:.3f}, CPU per message (inverted) {cpus[-1]:.3f}")
