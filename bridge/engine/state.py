@@ -319,7 +319,7 @@ class State:
             self.publish(self.topics.status(station_id), self.status(station_id), retain=True)
 
     def status(self, station_id: str) -> dict[str, Any]:
-        active = [b.summary() for b in self.batches.values() if b.station_id == station_id]
+        active = [b.summary() for b in self.station_batches(station_id)]
         return {
             "station_id": station_id,
             "bridge_id": self.config.bridge_id,
