@@ -54,12 +54,12 @@ from ingest_stations import (
     StationWatch,
     as_a_status,
     consume_durably,
+    durable,
     flood,
     messages_for,
 )
 
-from bridge.adapters.store import Store
-from bridge.core.topics import Inbound, Topics
+from bridge.core.topics import Topics
 from mes_sim import MesSimulator
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -146,24 +146,13 @@ async def one_run(stations: list[str], n: int) -> tuple[float, dict[int, float],
 async def durable_consumer(prefix: str, identifier: str, stations: list[str], n: int) -> None:
     """The durable baseline in a process of its own (`--durable-consumer`): prints `ready` once
     subscribed, then how many messages it has taken, as the bridge's status would."""
-    topics = Topics(prefix)
-    consumer = aiomqtt.Client(*MOSQUITTO, identifier=identifier, clean_session=False)
-    consumer._client.manual_ack_set(True)
-    with tempfile.TemporaryDirectory(prefix="bench-durable-") as tmp:
-        store = Store(Path(tmp))
-        await store.open()
-        try:
-            async with consumer:
-                for station in stations:
-                    await consumer.subscribe(topics.inbound(station, Inbound.MEASUREMENT), qos=1)
-                print("ready", flush=True)
-                tell = as_a_status(lambda taken: print(taken, flush=True))
-                await consume_durably(consumer, store, n, tell)
-                # Its threads' CPU is read after the last count: the store's worker must be
-                # there still. The parent closes our stdin when it has read them.
-                await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-        finally:
-            await store.close()
+    async with durable(Topics(prefix), stations, identifier) as (consumer, store):
+        print("ready", flush=True)
+        tell = as_a_status(lambda taken: print(taken, flush=True))
+        await consume_durably(consumer, store, n, tell)
+        # Its threads' CPU is read after the last count: the store's worker must be there
+        # still. The parent closes our stdin when it has read them.
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 
 
 async def baseline_run(stations: list[str], n: int) -> tuple[float, dict[int, float], int]:

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import aiomqtt
@@ -127,30 +128,45 @@ async def consume_durably(
         progress(taken)
 
 
-async def baseline(stations: list[str], n: int) -> float:
-    tag = new_tag()
-    topics = Topics(f"bench-{tag}")
-    subscriber_id = f"bench-durable-{tag}"
-    progress = Progress()
-    consumer = aiomqtt.Client(*MOSQUITTO, identifier=subscriber_id, clean_session=False)
+@contextlib.asynccontextmanager
+async def durable(
+    topics: Topics, stations: list[str], identifier: str
+) -> AsyncIterator[tuple[aiomqtt.Client, Store]]:
+    """The durable baseline's client (the bridge's session settings, manual acknowledgement),
+    subscribed to the stations' measurements, and its store in a temporary directory."""
+    consumer = aiomqtt.Client(*MOSQUITTO, identifier=identifier, clean_session=False)
     consumer._client.manual_ack_set(True)
     with tempfile.TemporaryDirectory(prefix="bench-durable-") as tmp:
         store = Store(Path(tmp))
         await store.open()
         try:
-            async with consumer, publisher(ENDPOINT, tag) as client:
+            async with consumer:
                 for station in stations:
                     await consumer.subscribe(topics.inbound(station, Inbound.MEASUREMENT), qos=1)
-                async with asyncio.timeout(PHASE_TIMEOUT_S), asyncio.TaskGroup() as tasks:
-                    began = time.perf_counter()
-                    tell = as_a_status(progress.update)
-                    tasks.create_task(consume_durably(consumer, store, n, tell))
-                    tasks.create_task(flood(client, messages_for(topics, stations, n), progress))
-                await progress.reach(n)
-                return n / (progress.seen_at - began)
+                yield consumer, store
         finally:
             await store.close()
-            await forget(ENDPOINT, subscriber_id)
+
+
+async def baseline(stations: list[str], n: int) -> float:
+    tag = new_tag()
+    topics = Topics(f"bench-{tag}")
+    subscriber_id = f"bench-durable-{tag}"
+    progress = Progress()
+    try:
+        async with (
+            durable(topics, stations, subscriber_id) as (consumer, store),
+            publisher(ENDPOINT, tag) as client,
+        ):
+            async with asyncio.timeout(PHASE_TIMEOUT_S), asyncio.TaskGroup() as tasks:
+                began = time.perf_counter()
+                tell = as_a_status(progress.update)
+                tasks.create_task(consume_durably(consumer, store, n, tell))
+                tasks.create_task(flood(client, messages_for(topics, stations, n), progress))
+            await progress.reach(n)
+            return n / (progress.seen_at - began)
+    finally:
+        await forget(ENDPOINT, subscriber_id)
 
 
 class StationWatch:
