@@ -189,9 +189,15 @@ async def baseline_run(stations: list[str], n: int) -> tuple[float, dict[int, fl
         spent = {tid: cpu - before.get(tid, 0.0) for tid, cpu in after.items()}
         return n / (progress.seen_at - began), spent, consumer.pid
     finally:
-        if consumer.returncode is None:
+        # It ends by itself once its stdin is closed. Not killed unless it hangs: on a process
+        # that has just ended, kill() polls it, reaping it under asyncio's child watcher, which
+        # then logs "Unknown child process".
+        consumer.stdin.close()
+        try:
+            await asyncio.wait_for(consumer.wait(), START_TIMEOUT_S)
+        except TimeoutError:
             consumer.kill()
-        await consumer.wait()
+            await consumer.wait()
         await forget(ENDPOINT, identifier)
 
 
