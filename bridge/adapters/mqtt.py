@@ -309,13 +309,18 @@ class _Client(aiomqtt.Client):
                     self._unread() or getattr(sock, "pending", lambda: 0)() > 0
                 ):
                     pass
-            except Exception as error:  # a broken connection: end the session, as aiomqtt does
-                if not self._disconnected.done():
-                    self._disconnected.set_exception(error)
+            except Exception as error:
+                self._broken(error)
 
         # Queued after aiomqtt's own reader (paho calls this from the connecting thread): it
         # takes that reader's place.
         self._loop.call_soon_threadsafe(self._loop.add_reader, sock.fileno(), read)
+
+    def _broken(self, error: Exception) -> None:
+        """paho failed on the socket (usually a broken connection): end the session, as
+        aiomqtt's own reader and writer do."""
+        if not self._disconnected.done():
+            self._disconnected.set_exception(error)
 
     def _recv(self, bufsize: int) -> bytes:
         """paho's `_sock_recv`, from a buffer: paho asks for a packet's bytes a few at a time
@@ -336,9 +341,8 @@ class _Client(aiomqtt.Client):
             corked = _cork(sock, on=True)
             try:
                 client.loop_write()
-            except Exception as error:  # a broken connection: end the session, as aiomqtt does
-                if not self._disconnected.done():
-                    self._disconnected.set_exception(error)
+            except Exception as error:
+                self._broken(error)
             finally:
                 if corked:
                     _cork(sock, on=False)

@@ -6,7 +6,6 @@ an inbound payload and return the new batch, the 완공 to send, or a `Problem` 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
@@ -22,7 +21,7 @@ from pydantic import (
 )
 
 from bridge.config import BatchesConfig, StationConfig
-from bridge.core.domain import Result, UtcDatetime, format_utc
+from bridge.core.domain import Result, UtcDatetime, compact_json, format_utc
 from bridge.core.limits import Measured, decide, unique
 from bridge.core.payloads import BatchComplete, BatchStart
 from bridge.core.problems import Problem, ProblemCode
@@ -272,17 +271,13 @@ def record(batch: Batch, values: Mapping[str, Measured], *, defects: Iterable[st
     return updated
 
 
-# What json.dumps would build anew on every call with these options.
-_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
 def _item_bytes(value: Any) -> int:
     """One JSON item with its comma (compact, UTF-8; never shorter than pydantic writes it)."""
     # A number's JSON is its repr, ASCII (as json writes it): the usual reading is counted
     # without the encoder, which costs ~1 µs for anything but a string.
     if type(value) is int or (type(value) is float and math.isfinite(value)):
         return len(repr(value)) + 1
-    return len(_COMPACT.encode(value).encode()) + 1
+    return len(compact_json(value).encode()) + 1
 
 
 def _entry_bytes(name: str, value: Any) -> int:

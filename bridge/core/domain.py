@@ -7,9 +7,10 @@ live here so that the core does not depend on the client.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AwareDatetime, Field, PlainSerializer
 
@@ -17,6 +18,15 @@ from pydantic import AwareDatetime, Field, PlainSerializer
 def format_utc(moment: datetime) -> str:
     """ISO 8601 in UTC with a `Z`, the form the deployed MES stores without surprises."""
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def compact_json(value: Any) -> str:
+    """JSON as the bridge writes it: compact, non-ASCII kept as it is."""
+    return _COMPACT.encode(value)
+
+
+# Made once: json.dumps with options builds a new encoder on every call, several times a message.
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 UtcDatetime = Annotated[AwareDatetime, PlainSerializer(format_utc, return_type=str)]

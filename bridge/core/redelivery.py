@@ -18,6 +18,7 @@ import hashlib
 import json
 from typing import Any
 
+from bridge.core.domain import compact_json
 from bridge.core.topics import Received
 
 Answer = tuple[str, dict[str, Any]]
@@ -39,12 +40,8 @@ def handled(message: Received, answers: list[Answer]) -> str:
     # Written around the answers' JSON by hand, as the encoder would write the whole (a test
     # holds them equal): made for every message, and most have no answers, where the encoder's
     # way with a dict costs more than the rest of the record.
-    encoded = _COMPACT.encode([list(answer) for answer in answers]) if answers else "[]"
+    encoded = compact_json([list(answer) for answer in answers]) if answers else "[]"
     return f'{{"digest":"{digest(message)}","answers":{encoded}}}'
-
-
-# What json.dumps would build anew on every call with these options.
-_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def answered_before(message: Received, record: str | None) -> list[Answer] | None:
